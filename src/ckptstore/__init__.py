@@ -1,0 +1,79 @@
+"""ckptstore: store training checkpoints safely and find the right one later.
+
+>>> import ckptstore
+>>> store = ckptstore.open("runs/exp1", keep=ckptstore.keep.linear(5), monitor="val_loss")
+>>> with store.save(epoch=3, metrics={"val_loss": 0.21}) as tx:
+...     (tx.path / "model.bin").write_bytes(b"...")
+>>> store.latest().epoch
+3
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import keep
+from .checkpoint import Checkpoint
+from .errors import (
+    BackendUnavailableError,
+    CheckpointNotFoundError,
+    ChecksumMismatchError,
+    CkptStoreError,
+    CommitConflictError,
+    CommitFailedError,
+    IncompleteCheckpointError,
+    InvalidArgumentError,
+    InvalidEpochError,
+    InvalidMetricError,
+    ManifestError,
+    MissingMetricError,
+    SerializerError,
+    StoreNotFoundError,
+    StoreNotWritableError,
+    UnexpectedFileError,
+    UnsafePathError,
+    UnsupportedURLError,
+    VerificationError,
+)
+from .manifest import FileEntry, Manifest
+from .policies import GcDecision, SaveDecision
+from .serializers import Serializer, get_serializer, register_serializer
+from .store import CheckpointStore, GcReport, SaveTransaction, StoreConfig
+from .store import open_store as open  # noqa: A001 - ckptstore.open() is the entry point
+
+__all__ = [
+    "BackendUnavailableError",
+    "Checkpoint",
+    "CheckpointNotFoundError",
+    "CheckpointStore",
+    "ChecksumMismatchError",
+    "CkptStoreError",
+    "CommitConflictError",
+    "CommitFailedError",
+    "FileEntry",
+    "GcDecision",
+    "GcReport",
+    "IncompleteCheckpointError",
+    "InvalidArgumentError",
+    "InvalidEpochError",
+    "InvalidMetricError",
+    "Manifest",
+    "ManifestError",
+    "MissingMetricError",
+    "SaveDecision",
+    "SaveTransaction",
+    "Serializer",
+    "SerializerError",
+    "StoreConfig",
+    "StoreNotFoundError",
+    "StoreNotWritableError",
+    "UnexpectedFileError",
+    "UnsafePathError",
+    "UnsupportedURLError",
+    "VerificationError",
+    "__version__",
+    "get_serializer",
+    "keep",
+    "open",
+    "register_serializer",
+]

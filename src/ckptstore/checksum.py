@@ -1,0 +1,200 @@
+"""Streaming xxh3-128 hashing in the same pass that writes (or syncs) a file.
+
+A checkpoint is only as trustworthy as the digest in its manifest, and a digest computed by reading a
+file back after writing it costs a second pass over every byte. This module hashes each byte once,
+while it is written (:class:`HashingWriter`) or in the one read that accompanies the fsync of a file a
+serializer wrote itself (:func:`hash_and_sync`). Hashing runs in a helper thread that overlaps the
+write system call; python-xxhash releases the GIL for buffers above 64 KiB, so the two really run at
+the same time.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import xxhash
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+__all__ = [
+    "CHUNK_SIZE",
+    "HashingWriter",
+    "hash_and_sync",
+    "hash_bytes",
+    "hash_file",
+    "hash_stream",
+]
+
+CHUNK_SIZE = 8 * 1024 * 1024
+"""Bytes per read or write: a few MiB keeps the disk busy and lets hashing overlap the I/O."""
+
+_OVERLAP_THRESHOLD = 256 * 1024
+"""Below this, hashing inline is cheaper than handing the buffer to the helper thread."""
+
+_hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-hash")
+
+
+def hash_bytes(data: ReadableBuffer) -> str:
+    """Return the xxh3-128 hex digest of ``data``."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only, non-seekable binary stream that hashes what it writes.
+
+    The digest covers exactly the bytes written, in order. ``close()`` flushes and fsyncs the file, so
+    when it returns the data is durable and :attr:`hexdigest` and :attr:`size` are final. ``tell()``
+    works (``zipfile`` and ``torch.save`` use it); ``seek()`` raises ``io.UnsupportedOperation``, which
+    makes ``zipfile`` (and so ``np.savez``) switch to its streaming mode.
+
+    Args:
+        path: The file to create. It must not exist.
+        on_close: Called once with ``(size, hexdigest)`` after the file was closed successfully.
+    """
+
+    def __init__(self, path: Path, on_close: Any = None) -> None:
+        super().__init__()
+        self._path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        self._hasher = xxhash.xxh3_128()
+        self._size = 0
+        self._on_close = on_close
+        self._digest: str | None = None
+
+    # -- io protocol -------------------------------------------------------------------------------
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._size
+
+    def fileno(self) -> int:
+        # Hiding the descriptor keeps numpy and torch from writing around the hash.
+        raise io.UnsupportedOperation("fileno")
+
+    def write(self, b: ReadableBuffer) -> int:
+        """Write all of ``b``, hashing it while the write system call runs."""
+        if self.closed:
+            raise ValueError("write to closed file")
+        view = memoryview(b).cast("B")
+        n = view.nbytes
+        if n == 0:
+            return 0
+        if n >= _OVERLAP_THRESHOLD:
+            pending = _hash_pool.submit(self._hasher.update, view)
+            try:
+                self._write_all(view)
+            finally:
+                pending.result()
+        else:
+            self._hasher.update(view)
+            self._write_all(view)
+        self._size += n
+        return n
+
+    def _write_all(self, view: memoryview) -> None:
+        offset = 0
+        total = view.nbytes
+        while offset < total:
+            end = min(offset + CHUNK_SIZE, total)
+            offset += os.write(self._fd, view[offset:end])
+
+    def close(self) -> None:
+        """Fsync and close the file; afterwards :attr:`hexdigest` is final."""
+        if self.closed:
+            return
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            super().close()
+        self._digest = self._hasher.hexdigest()
+        if self._on_close is not None:
+            self._on_close(self._size, self._digest)
+
+    def abort(self) -> None:
+        """Close without syncing or reporting; used when the save is abandoned."""
+        if not self.closed:
+            os.close(self._fd)
+            super().close()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    @property
+    def hexdigest(self) -> str:
+        """The xxh3-128 digest; only available after :meth:`close`."""
+        if self._digest is None:
+            raise ValueError("the digest is known only after close()")
+        return self._digest
+
+
+def hash_and_sync(path: Path) -> tuple[int, str]:
+    """Hash a file that is already written and make it durable, reading it only once.
+
+    The fsync runs in a helper thread while this thread reads and hashes, so the (usually cached)
+    read and the hash overlap the flush to disk.
+
+    Returns:
+        The file's size and xxh3-128 hex digest.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        syncing = _hash_pool.submit(os.fsync, fd)
+        try:
+            size, digest = _hash_fd(fd)
+        finally:
+            syncing.result()
+    finally:
+        os.close(fd)
+    return size, digest
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    """Return the size and xxh3-128 hex digest of a file (used by verification)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        return _hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash_fd(fd: int) -> tuple[int, str]:
+    hasher = xxhash.xxh3_128()
+    size = 0
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        while True:
+            n = f.readinto(view)
+            if not n:
+                break
+            hasher.update(view[:n])
+            size += n
+    return size, hasher.hexdigest()
+
+
+def hash_stream(stream: BinaryIO) -> tuple[int, str]:
+    """Return the size and xxh3-128 hex digest of everything left in ``stream``."""
+    hasher = xxhash.xxh3_128()
+    size = 0
+    while True:
+        chunk = stream.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()

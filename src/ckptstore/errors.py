@@ -1,0 +1,114 @@
+"""The exceptions ckptstore raises.
+
+Every error derives from :class:`CkptStoreError`, so ``except CkptStoreError`` catches all of them, and
+each leaf also derives from the builtin it resembles (``FileNotFoundError``, ``FileExistsError``,
+``ValueError``, ``PermissionError``, ``ImportError``), so code written against the builtins keeps
+working. Messages name the thing at fault (epoch, file, URL) and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "CheckpointNotFoundError",
+    "ChecksumMismatchError",
+    "CkptStoreError",
+    "CommitConflictError",
+    "CommitFailedError",
+    "IncompleteCheckpointError",
+    "InvalidArgumentError",
+    "InvalidEpochError",
+    "InvalidMetricError",
+    "ManifestError",
+    "MissingMetricError",
+    "SerializerError",
+    "StoreNotFoundError",
+    "StoreNotWritableError",
+    "UnexpectedFileError",
+    "UnsafePathError",
+    "UnsupportedURLError",
+    "VerificationError",
+]
+
+
+class CkptStoreError(Exception):
+    """Root of every error ckptstore raises."""
+
+
+class CheckpointNotFoundError(CkptStoreError, FileNotFoundError):
+    """The requested checkpoint (epoch, pointer, or any checkpoint at all) does not exist."""
+
+
+class StoreNotFoundError(CkptStoreError, FileNotFoundError):
+    """The store's root does not exist and ``create=False`` was given."""
+
+
+class StoreNotWritableError(CkptStoreError, PermissionError):
+    """The store cannot be written: read-only mount, missing permissions, or opened read-only."""
+
+
+class CommitConflictError(CkptStoreError, FileExistsError):
+    """The epoch is already committed (by this writer or another one); nothing was changed."""
+
+
+class CommitFailedError(CkptStoreError, OSError):
+    """The commit failed for a reason outside the caller's input (full disk, I/O error).
+
+    Nothing was committed and the staging directory was removed.
+    """
+
+
+class InvalidArgumentError(CkptStoreError, ValueError):
+    """An argument is malformed; nothing on disk was changed."""
+
+
+class InvalidEpochError(InvalidArgumentError):
+    """The epoch is not a non-negative integer that fits the store's naming width."""
+
+
+class InvalidMetricError(InvalidArgumentError):
+    """A metric is not a finite real number, or its name is not a non-empty string."""
+
+
+class MissingMetricError(InvalidArgumentError, KeyError):
+    """The store monitors a metric that the caller did not pass."""
+
+    def __str__(self) -> str:
+        # KeyError's str() adds quotes around the message; keep the message readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsafePathError(InvalidArgumentError):
+    """A file name would escape the checkpoint directory or clash with a reserved name."""
+
+
+class UnsupportedURLError(InvalidArgumentError):
+    """The URL's scheme has no backend (yet)."""
+
+
+class BackendUnavailableError(CkptStoreError, ImportError):
+    """An optional package needed for this backend or serializer is not installed."""
+
+
+class SerializerError(CkptStoreError, RuntimeError):
+    """A serializer failed to save or load; the original exception is the ``__cause__``."""
+
+
+class VerificationError(CkptStoreError):
+    """A committed checkpoint does not match its manifest."""
+
+
+class ChecksumMismatchError(VerificationError, ValueError):
+    """A file's size or xxh3-128 digest differs from the manifest."""
+
+
+class IncompleteCheckpointError(VerificationError, FileNotFoundError):
+    """A file listed in the manifest, or the manifest itself, is missing."""
+
+
+class UnexpectedFileError(VerificationError, ValueError):
+    """A file that the manifest does not list was found in a committed checkpoint."""
+
+
+class ManifestError(VerificationError, ValueError):
+    """A manifest (or another store record) is not valid JSON or does not follow the schema."""

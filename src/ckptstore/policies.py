@@ -1,0 +1,409 @@
+"""Keep policies and save decisions: pure functions over checkpoint summaries, with no I/O.
+
+Which checkpoints to keep and whether to save at all are the decisions users most need to predict, so
+they live here as small frozen classes that take a list of :class:`CheckpointInfo` and return a
+decision with a reason, and a table-driven test can cover them completely. The store applies the
+result; nothing here touches storage. Two rules hold for every policy: best, last and pinned
+checkpoints are always kept and do not count against a policy's ``n``, and only the current run's
+checkpoints are ever candidates for deletion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
+
+import attrs
+
+from .errors import InvalidArgumentError, MissingMetricError
+
+__all__ = [
+    "CheckpointInfo",
+    "GcDecision",
+    "KeepContext",
+    "KeepPolicy",
+    "SaveDecision",
+    "SaveRules",
+    "all_",
+    "any_of",
+    "best",
+    "decide_save",
+    "every",
+    "exponential",
+    "is_better",
+    "linear",
+    "plan_gc",
+    "resolve_mode",
+]
+
+Mode = Literal["min", "max"]
+
+_MAX_HINTS = ("acc", "auc", "f1", "precision", "recall", "fmeasure", "iou", "map", "bleu", "rouge")
+
+
+def resolve_mode(monitor: str | None, mode: str) -> Mode:
+    """Resolve ``"auto"`` the way Keras does, and validate ``"min"``/``"max"``.
+
+    ``auto`` means ``max`` when the metric's name contains one of acc, auc, f1, precision, recall
+    (and a few other scores that grow when better), else ``min``.
+
+    Raises:
+        InvalidArgumentError: ``mode`` is not min, max or auto.
+    """
+    if mode == "min" or mode == "max":
+        return mode
+    if mode != "auto":
+        raise InvalidArgumentError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    name = (monitor or "").lower()
+    return "max" if any(h in name for h in _MAX_HINTS) else "min"
+
+
+def is_better(value: float, reference: float | None, mode: Mode) -> bool:
+    """Return True if ``value`` strictly improves on ``reference`` (None: anything improves)."""
+    if reference is None:
+        return True
+    return value < reference if mode == "min" else value > reference
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointInfo:
+    """What a policy may know about a committed checkpoint.
+
+    Attributes:
+        epoch: Its epoch number.
+        metrics: Its metrics.
+        run_id: The run that wrote it.
+        committed_at_ns: Commit time in nanoseconds since the Unix epoch.
+        size: Total bytes of its files.
+    """
+
+    epoch: int
+    metrics: Mapping[str, float] = attrs.field(factory=dict)
+    run_id: str = ""
+    committed_at_ns: int = 0
+    size: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class KeepContext:
+    """What a keep policy is told besides the checkpoints.
+
+    Attributes:
+        protected: Epochs that are kept whatever the policy says (best, last, pinned); they do not
+            count against a policy's ``n``.
+        monitor: The store's monitored metric, used by :func:`best` when it names none.
+        mode: ``min`` or ``max`` for ``monitor``.
+    """
+
+    protected: frozenset[int] = frozenset()
+    monitor: str | None = None
+    mode: Mode = "min"
+
+
+class KeepPolicy(Protocol):
+    """A keep policy: given the current run's checkpoints, which to keep and why."""
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """Return ``{epoch: reason}`` for every checkpoint the policy keeps."""
+        ...
+
+
+def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{attribute.name} must be a positive int, got {value!r}")
+
+
+def _optional_positive(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None:
+        _positive(_, attribute, value)  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class linear:  # noqa: N801 - reads as a function: keep.linear(5)
+    """Keep the ``n`` newest checkpoints (by epoch).
+
+    Args:
+        n: How many to keep, besides best, last and pinned.
+    """
+
+    n: int = attrs.field(validator=_positive)
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`KeepPolicy`."""
+        ordered = sorted((i.epoch for i in infos if i.epoch not in ctx.protected), reverse=True)
+        return {e: f"linear({self.n}): one of the {self.n} newest" for e in ordered[: self.n]}
+
+
+@attrs.frozen
+class exponential:  # noqa: N801
+    """Keep log-spaced checkpoints: dense near the newest, sparse further back.
+
+    Let E be the newest epoch. Every other epoch e falls in bucket ``floor(log2(E - e))``; the
+    policy keeps E and the OLDEST epoch of each bucket (keeping the oldest is what keeps the
+    spacing stable as E grows). With a cap ``n``, when more than ``n`` remain, the oldest buckets
+    are dropped first. Saving epochs 1..64 one by one with no cap leaves 1, 33, 49, 57, 61, 63, 64.
+
+    Args:
+        n: At most this many kept (besides best, last and pinned); None for no cap.
+    """
+
+    n: int | None = attrs.field(default=None, validator=_optional_positive)
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`KeepPolicy`."""
+        if not infos:
+            return {}
+        newest = max(i.epoch for i in infos)
+        oldest_in_bucket: dict[int, int] = {}
+        for info in infos:
+            if info.epoch == newest:
+                continue
+            bucket = int(math.floor(math.log2(newest - info.epoch)))
+            current = oldest_in_bucket.get(bucket)
+            if current is None or info.epoch < current:
+                oldest_in_bucket[bucket] = info.epoch
+        label = f"exponential({self.n if self.n is not None else ''})"
+        kept: dict[int, str] = {newest: f"{label}: newest"}
+        for bucket in sorted(oldest_in_bucket):
+            span = f"{newest - 2 ** (bucket + 1) + 1}..{newest - 2**bucket}"
+            kept[oldest_in_bucket[bucket]] = f"{label}: oldest of bucket {bucket} (epochs {span})"
+        if self.n is not None:
+            unprotected = sorted((e for e in kept if e not in ctx.protected), reverse=True)
+            for epoch in unprotected[self.n :]:
+                del kept[epoch]
+        return kept
+
+
+@attrs.frozen
+class every:  # noqa: N801
+    """Keep every checkpoint whose epoch is divisible by ``k``.
+
+    Args:
+        k: The interval.
+    """
+
+    k: int = attrs.field(validator=_positive)
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`KeepPolicy`."""
+        return {i.epoch: f"every({self.k})" for i in infos if i.epoch % self.k == 0}
+
+
+@attrs.frozen
+class best:  # noqa: N801
+    """Keep the ``n`` best checkpoints by a metric.
+
+    Args:
+        n: How many to keep.
+        metric: The metric; None means the store's ``monitor``.
+        mode: ``min``, ``max`` or ``auto``; None means the store's mode (for its monitor) or auto.
+    """
+
+    n: int = attrs.field(validator=_positive)
+    metric: str | None = None
+    mode: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.in_(("min", "max", "auto"))),
+    )
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`KeepPolicy`."""
+        metric = self.metric or ctx.monitor
+        if metric is None:
+            raise InvalidArgumentError("keep.best() needs a metric: pass metric= or open the store with monitor=")
+        if self.mode is not None:
+            mode = resolve_mode(metric, self.mode)
+        elif metric == ctx.monitor:
+            mode = ctx.mode
+        else:
+            mode = resolve_mode(metric, "auto")
+        scored = [i for i in infos if metric in i.metrics and i.epoch not in ctx.protected]
+        scored.sort(key=lambda i: (i.metrics[metric] if mode == "min" else -i.metrics[metric], -i.epoch))
+        return {
+            i.epoch: f"best({self.n}): {metric}={i.metrics[metric]:.6g} is among the {self.n} best"
+            for i in scored[: self.n]
+        }
+
+
+@attrs.frozen
+class any_of:  # noqa: N801
+    """Keep what any of the given policies keeps.
+
+    Args:
+        policies: The policies to combine.
+    """
+
+    policies: tuple[KeepPolicy, ...]
+
+    def __init__(self, *policies: KeepPolicy) -> None:
+        if not policies:
+            raise InvalidArgumentError("any_of() needs at least one policy")
+        self.__attrs_init__(tuple(policies))  # type: ignore[attr-defined]
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`KeepPolicy`."""
+        kept: dict[int, str] = {}
+        for policy in self.policies:
+            for epoch, reason in policy.select(infos, ctx).items():
+                kept[epoch] = f"{kept[epoch]}; {reason}" if epoch in kept else reason
+        return kept
+
+
+@attrs.frozen
+class all_:  # noqa: N801
+    """Keep everything (the default policy)."""
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`KeepPolicy`."""
+        return {i.epoch: "keep everything (no keep policy)" for i in infos}
+
+
+@attrs.frozen(kw_only=True)
+class GcDecision:
+    """What garbage collection does with one checkpoint, and why.
+
+    Attributes:
+        epoch: The checkpoint's epoch.
+        action: ``"keep"`` or ``"delete"``.
+        reason: Why, in words.
+    """
+
+    epoch: int
+    action: Literal["keep", "delete"]
+    reason: str
+
+
+def plan_gc(
+    infos: Sequence[CheckpointInfo],
+    policy: KeepPolicy,
+    *,
+    run_id: str,
+    protected: Mapping[int, str],
+    monitor: str | None = None,
+    mode: Mode = "min",
+) -> list[GcDecision]:
+    """Decide keep or delete for every checkpoint, sorted by epoch.
+
+    Args:
+        infos: Every committed checkpoint of the store.
+        policy: The keep policy; applied to ``run_id``'s checkpoints only.
+        run_id: The current run; other runs' checkpoints are always kept.
+        protected: ``{epoch: reason}`` for best, last and pinned checkpoints.
+        monitor: The store's monitor, for metric-based policies.
+        mode: The monitor's mode.
+    """
+    own = [i for i in infos if i.run_id == run_id]
+    ctx = KeepContext(protected=frozenset(protected), monitor=monitor, mode=mode)
+    kept = policy.select(own, ctx)
+    decisions = []
+    for info in sorted(infos, key=lambda i: i.epoch):
+        if info.epoch in protected:
+            decisions.append(GcDecision(epoch=info.epoch, action="keep", reason=protected[info.epoch]))
+        elif info.run_id != run_id:
+            decisions.append(
+                GcDecision(epoch=info.epoch, action="keep", reason=f"written by another run ({info.run_id})")
+            )
+        elif info.epoch in kept:
+            decisions.append(GcDecision(epoch=info.epoch, action="keep", reason=kept[info.epoch]))
+        else:
+            decisions.append(GcDecision(epoch=info.epoch, action="delete", reason="not kept by the keep policy"))
+    return decisions
+
+
+@attrs.frozen(kw_only=True)
+class SaveRules:
+    """When to save, with CANDLE's and Keras's parameters.
+
+    Attributes:
+        skip_epochs: Epochs below this number are not saved (CANDLE ``ckpt_skip_epochs``).
+        save_interval: Save when ``epoch % save_interval == 0``; 0 saves nothing (CANDLE).
+        save_best_only: Save only when the monitored metric improves (Keras).
+        monitor: The metric that defines "best"; None for no best tracking.
+        mode: ``min`` or ``max`` (already resolved from ``auto``).
+        initial_value_threshold: A value the metric must beat before the first save (Keras).
+    """
+
+    skip_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    save_interval: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    save_best_only: bool = False
+    monitor: str | None = None
+    mode: Mode = "min"
+    initial_value_threshold: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.save_best_only and self.monitor is None:
+            raise InvalidArgumentError("save_best_only=True needs monitor= (the metric that defines best)")
+        if self.initial_value_threshold is not None and not math.isfinite(self.initial_value_threshold):
+            raise InvalidArgumentError("initial_value_threshold must be finite")
+
+
+@attrs.frozen(kw_only=True)
+class SaveDecision:
+    """Whether to save an epoch, and why.
+
+    Attributes:
+        save: True to save.
+        reason: Why, in words.
+        improved: True if the monitored metric beats the best so far (and the threshold).
+    """
+
+    save: bool
+    reason: str
+    improved: bool = False
+
+    def __bool__(self) -> bool:
+        return self.save
+
+
+def decide_save(
+    rules: SaveRules, epoch: int, metrics: Mapping[str, float], best_value: float | None
+) -> SaveDecision:
+    """Decide whether to save ``epoch``.
+
+    Args:
+        rules: The store's save rules.
+        epoch: The epoch being considered.
+        metrics: Its metrics (already validated).
+        best_value: The best monitored value saved so far (read from the store), or None.
+
+    Raises:
+        MissingMetricError: the store monitors a metric that ``metrics`` lacks.
+    """
+    improved = False
+    value: float | None = None
+    if rules.monitor is not None:
+        if rules.monitor not in metrics:
+            names = ", ".join(sorted(metrics)) or "none"
+            raise MissingMetricError(
+                f"the store monitors {rules.monitor!r} but the metrics passed for epoch {epoch} "
+                f"do not include it (got: {names})"
+            )
+        value = metrics[rules.monitor]
+        reference = best_value
+        if rules.initial_value_threshold is not None and (
+            reference is None or is_better(rules.initial_value_threshold, reference, rules.mode)
+        ):
+            reference = rules.initial_value_threshold
+        improved = is_better(value, reference, rules.mode)
+    if rules.save_interval == 0:
+        return SaveDecision(save=False, reason="save_interval=0 disables saving", improved=improved)
+    if epoch < rules.skip_epochs:
+        return SaveDecision(
+            save=False, reason=f"epoch {epoch} < skip_epochs={rules.skip_epochs}", improved=improved
+        )
+    if rules.save_best_only:
+        if improved:
+            return SaveDecision(save=True, reason=f"{rules.monitor}={value:.6g} improved", improved=True)
+        return SaveDecision(
+            save=False,
+            reason=f"save_best_only: {rules.monitor}={value:.6g} did not improve on {best_value}",
+            improved=False,
+        )
+    if epoch % rules.save_interval == 0:
+        return SaveDecision(save=True, reason=f"epoch {epoch} % save_interval={rules.save_interval} == 0", improved=improved)
+    if improved:
+        return SaveDecision(save=True, reason=f"{rules.monitor}={value:.6g} improved", improved=True)
+    return SaveDecision(
+        save=False, reason=f"epoch {epoch} is not a multiple of save_interval={rules.save_interval}"
+    )

@@ -1,0 +1,98 @@
+"""The serializer protocol and the registry of serializers by name."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..errors import BackendUnavailableError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..store import SaveTransaction
+
+__all__ = ["Serializer", "get_serializer", "register_serializer", "serializer_names"]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns a state into files of a checkpoint and back.
+
+    Attributes:
+        name: The registry name, recorded in the manifest.
+    """
+
+    name: str
+
+    def version(self) -> str:
+        """Return the version of the library that does the work (recorded in the manifest)."""
+        ...
+
+    def save(self, state: Any, tx: SaveTransaction) -> None:
+        """Write ``state`` into the transaction (through ``tx.open`` or into ``tx.path``)."""
+        ...
+
+    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+        """Read the state back from a committed (and already verified) checkpoint."""
+        ...
+
+
+_BUILTIN: dict[str, str] = {
+    "raw": "ckptstore.serializers.raw:RawSerializer",
+    "json": "ckptstore.serializers.raw:JsonSerializer",
+    "numpy": "ckptstore.serializers.numpy:NumpySerializer",
+    "torch": "ckptstore.serializers.torch:TorchSerializer",
+    "safetensors": "ckptstore.serializers.safetensors:SafetensorsSerializer",
+    "pickle": "ckptstore.serializers.raw:PickleSerializer",
+}
+
+_registered: dict[str, Serializer | Callable[[], Serializer]] = {}
+
+
+def register_serializer(serializer: Serializer) -> None:
+    """Make ``serializer`` available by its ``name`` (replacing one of the same name)."""
+    if not isinstance(serializer, Serializer):
+        raise InvalidArgumentError(f"{serializer!r} does not implement the Serializer protocol")
+    _registered[serializer.name] = serializer
+
+
+def serializer_names() -> list[str]:
+    """Return the names of every known serializer."""
+    return sorted(set(_BUILTIN) | set(_registered))
+
+
+def get_serializer(name_or_obj: str | Serializer) -> Serializer:
+    """Return the serializer registered under a name (or the object itself).
+
+    Raises:
+        InvalidArgumentError: no serializer has that name.
+        BackendUnavailableError: its framework is not installed (the message names the extra).
+    """
+    if not isinstance(name_or_obj, str):
+        if not isinstance(name_or_obj, Serializer):
+            raise InvalidArgumentError(f"{name_or_obj!r} is not a serializer name or object")
+        return name_or_obj
+    name = name_or_obj
+    found = _registered.get(name)
+    if found is not None:
+        return found if isinstance(found, Serializer) else found()
+    spec = _BUILTIN.get(name)
+    if spec is None:
+        known = ", ".join(serializer_names())
+        raise InvalidArgumentError(f"no serializer named {name!r}; known: {known}")
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    serializer: Serializer = getattr(module, attr)()
+    _registered[name] = serializer
+    return serializer
+
+
+def require(module: str, extra: str) -> Any:
+    """Import ``module`` or raise :class:`BackendUnavailableError` naming the pip extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"this needs {module.split('.')[0]!r}, which is not installed: pip install 'ckptstore[{extra}]'"
+        ) from exc

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ckptstore
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Every entry under root: file bytes, symlink targets, and directories."""
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            if full.is_symlink():
+                out[rel] = ("link", os.readlink(full))
+            elif full.is_dir():
+                out[rel] = "dir"
+            elif rel != "ckpt.log":
+                out[rel] = full.read_bytes()
+    return out
+
+
+def run_child(code: str, *, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a fresh interpreter (a real process)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(root: Path) -> ckptstore.CheckpointStore:
+    with ckptstore.open(root, monitor="val_loss") as s:
+        yield s
+
+
+def save_bytes(store: ckptstore.CheckpointStore, epoch: int, payload: bytes = b"data", **kw: object) -> ckptstore.Checkpoint:
+    with store.save(epoch, **kw) as tx:  # type: ignore[arg-type]
+        with tx.open("model.bin") as f:
+            f.write(payload)
+    assert tx.checkpoint is not None
+    return tx.checkpoint
