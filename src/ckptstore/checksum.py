@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
+from .errors import CommitFailedError
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
@@ -106,9 +108,12 @@ class HashingWriter(io.RawIOBase):
     def _write_all(self, view: memoryview) -> None:
         offset = 0
         total = view.nbytes
-        while offset < total:
-            end = min(offset + CHUNK_SIZE, total)
-            offset += os.write(self._fd, view[offset:end])
+        try:
+            while offset < total:
+                end = min(offset + CHUNK_SIZE, total)
+                offset += os.write(self._fd, view[offset:end])
+        except OSError as exc:
+            raise CommitFailedError(exc.errno, f"writing {self._path} failed: {exc.strerror}") from exc
 
     def close(self) -> None:
         """Fsync and close the file; afterwards :attr:`hexdigest` is final."""

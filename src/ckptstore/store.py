@@ -136,6 +136,9 @@ class StoreConfig:
     width: int = attrs.field(default=DEFAULT_WIDTH, validator=[attrs.validators.ge(1), attrs.validators.le(18)])
     log_file: bool = True
 
+    def __attrs_post_init__(self) -> None:
+        _ = self.save_rules  # validates the combination (save_best_only needs monitor, ...)
+
     @property
     def resolved_mode(self) -> Mode:
         """``mode`` with ``auto`` resolved for ``monitor``."""
@@ -893,7 +896,12 @@ class CheckpointStore:
         """
         pointed = self._read_pointer_checkpoint("last")
         if pointed is not None:
-            return pointed
+            newer = self._highest_committed_above(pointed.epoch)
+            if newer is None:
+                return pointed
+            # A writer died between its rename and its pointer update: the pointer is stale.
+            self._repair("last", newer.epoch, stale=True)
+            return newer
         ordered = self._by_recency()
         if not ordered:
             raise CheckpointNotFoundError(f"the store at {self.root} holds no checkpoint")
@@ -935,12 +943,23 @@ class CheckpointStore:
             self._repair("best", winner.epoch)
         return winner
 
-    def _repair(self, name: str, epoch: int) -> None:
+    def _highest_committed_above(self, epoch: int) -> Checkpoint | None:
+        """The highest-numbered valid checkpoint above ``epoch`` (one listing; manifests read lazily)."""
+        for name in sorted(_listdir(self.root / "epochs"), reverse=True):
+            if not name.isdigit() or int(name) <= epoch:
+                break
+            with contextlib.suppress(CheckpointNotFoundError, VerificationError):
+                return self.get(int(name))
+        return None
+
+    def _repair(self, name: str, epoch: int, *, stale: bool = False) -> None:
         if not self._writable:
             return
         with contextlib.suppress(OSError), self._pointer_lock():
-            if self._read_pointer_checkpoint(name) is None:
-                self._log("REPAIR", f"{name} pointer was missing or dangling", logging.WARNING)
+            current = self._read_pointer_checkpoint(name)
+            if current is None or (stale and current.epoch < epoch):
+                what = "stale" if current is not None else "missing or dangling"
+                self._log("REPAIR", f"{name} pointer was {what}", logging.WARNING)
                 self._write_pointer(name, epoch)
 
     # -- restart and rollback -----------------------------------------------------------------------
@@ -965,8 +984,9 @@ class CheckpointStore:
         check = self.config.verify_on_load if verify is None else verify
         good, bad = self._scan()
         candidates: list[Checkpoint] = []
-        pointed = self._read_pointer_checkpoint("last")
-        if pointed is not None:
+        pointed: Checkpoint | None = None
+        with contextlib.suppress(CheckpointNotFoundError):
+            pointed = self.latest()
             candidates.append(pointed)
         candidates += [c for c in sorted(good, key=self._recency_key, reverse=True) if c != pointed]
         failed: list[tuple[Path, Exception]] = list(bad)
@@ -1326,8 +1346,12 @@ def open_store(
         text = rest
     try:
         config = StoreConfig(**options)
+    except CkptStoreError:
+        raise
     except TypeError as exc:
-        raise InvalidArgumentError(f"unknown option for ckptstore.open: {exc}") from None
+        raise InvalidArgumentError(f"unknown or mistyped option for ckptstore.open: {exc}") from None
+    except ValueError as exc:
+        raise InvalidArgumentError(f"invalid option for ckptstore.open: {exc.args[0]}") from None
     return CheckpointStore(text, config, create=create)
 
 

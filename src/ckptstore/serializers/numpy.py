@@ -26,7 +26,9 @@ _INDEX = "arrays.json"
 def write_npy(stream: Any, array: Any) -> None:
     """Write ``array`` in ``.npy`` format to a write-only stream without copying its data."""
     np = require("numpy", "numpy")
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:  # ascontiguousarray would turn a 0-d array into 1-d
+        array = np.ascontiguousarray(array)
     if array.dtype.hasobject:
         raise InvalidArgumentError("object arrays need pickle; the numpy serializer refuses them")
     header = np.lib.format.header_data_from_array_1_0(array)
