@@ -52,7 +52,9 @@ def store(root: Path) -> ckptstore.CheckpointStore:
         yield s
 
 
-def save_bytes(store: ckptstore.CheckpointStore, epoch: int, payload: bytes = b"data", **kw: object) -> ckptstore.Checkpoint:
+def save_bytes(
+    store: ckptstore.CheckpointStore, epoch: int, payload: bytes = b"data", **kw: object
+) -> ckptstore.Checkpoint:
     with store.save(epoch, **kw) as tx:  # type: ignore[arg-type]
         with tx.open("model.bin") as f:
             f.write(payload)

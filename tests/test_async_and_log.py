@@ -13,7 +13,9 @@ import ckptstore
 from .conftest import save_bytes
 
 
-def test_non_blocking_save_commits_in_background_and_wait_returns_it(store: ckptstore.CheckpointStore) -> None:
+def test_non_blocking_save_commits_in_background_and_wait_returns_it(
+    store: ckptstore.CheckpointStore,
+) -> None:
     gate = threading.Event()
     seen: list[str] = []
     original = store._commit
@@ -29,8 +31,11 @@ def test_non_blocking_save_commits_in_background_and_wait_returns_it(store: ckpt
     assert 1 not in store  # returned before the commit
     gate.set()
     ck = store.wait()
-    assert ck is not None and ck.epoch == 1 and tx.checkpoint == ck
-    assert seen and seen[0].startswith("ckptstore-commit")
+    assert ck is not None
+    assert ck.epoch == 1
+    assert tx.checkpoint == ck
+    assert seen
+    assert seen[0].startswith("ckptstore-commit")
 
 
 def test_second_save_waits_for_the_first(store: ckptstore.CheckpointStore) -> None:
@@ -57,7 +62,9 @@ def test_background_error_surfaces_on_the_next_call(store: ckptstore.CheckpointS
     assert store.latest().epoch == 3
 
 
-def test_log_has_one_line_per_operation_and_report_summarizes(store: ckptstore.CheckpointStore) -> None:
+def test_log_has_one_line_per_operation_and_report_summarizes(
+    store: ckptstore.CheckpointStore,
+) -> None:
     save_bytes(store, 1, b"x" * 10_000, metrics={"val_loss": 0.5})
     save_bytes(store, 2, metrics={"val_loss": 0.6})
     store.pin(1)
@@ -70,7 +77,9 @@ def test_log_has_one_line_per_operation_and_report_summarizes(store: ckptstore.C
     assert "MB/s" in next(line for line in log if "COMMIT" in line)
     out = io.StringIO()
     summary = store.report(file=out)
-    assert summary["checkpoints"] == 1 and summary["last"] == 1 and summary["pinned"] == [1]
+    assert summary["checkpoints"] == 1
+    assert summary["last"] == 1
+    assert summary["pinned"] == [1]
     assert summary["this_process"]["saved"] == 2
     assert "1 checkpoint(s)" in out.getvalue()
     table = store.table()
@@ -81,5 +90,7 @@ def test_table_marks_best_and_last(store: ckptstore.CheckpointStore) -> None:
     save_bytes(store, 1, metrics={"val_loss": 0.1})
     save_bytes(store, 2, metrics={"val_loss": 0.6})
     lines = store.table().splitlines()
-    assert lines[2].split()[0] == "1" and lines[2].endswith("best")
-    assert lines[3].split()[0] == "2" and lines[3].endswith("last")
+    assert lines[2].split()[0] == "1"
+    assert lines[2].endswith("best")
+    assert lines[3].split()[0] == "2"
+    assert lines[3].endswith("last")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,16 @@ def test_bad_epochs(populated: ckptstore.CheckpointStore, epoch: object) -> None
 
 @pytest.mark.parametrize(
     "metrics",
-    [{"val_loss": float("nan")}, {"val_loss": float("inf")}, {"val_loss": -float("inf")}, {"val_loss": "low"},
-     {"val_loss": True}, {"": 1.0, "val_loss": 0.1}, {"val_loss": 0.1, 3: 1.0}, [("val_loss", 0.1)]],
+    [
+        {"val_loss": float("nan")},
+        {"val_loss": float("inf")},
+        {"val_loss": -float("inf")},
+        {"val_loss": "low"},
+        {"val_loss": True},
+        {"": 1.0, "val_loss": 0.1},
+        {"val_loss": 0.1, 3: 1.0},
+        [("val_loss", 0.1)],
+    ],
 )
 def test_bad_metrics(populated: ckptstore.CheckpointStore, metrics: object) -> None:
     before = snapshot(populated.root)
@@ -47,18 +54,37 @@ def test_bad_metadata(populated: ckptstore.CheckpointStore, metadata: object) ->
 
 
 @pytest.mark.parametrize(
-    "name", ["../escape.bin", "/etc/passwd", "a/../../b", "a//b", "nul\x00byte", "back\\slash", "", "x" * 300, "./a"]
+    "name",
+    [
+        "../escape.bin",
+        "/etc/passwd",
+        "a/../../b",
+        "a//b",
+        "nul\x00byte",
+        "back\\slash",
+        "",
+        "x" * 300,
+        "./a",
+    ],
 )
-def test_file_names_that_escape_are_refused_and_nothing_is_committed(populated: ckptstore.CheckpointStore, name: str) -> None:
+def test_file_names_that_escape_are_refused_and_nothing_is_committed(
+    populated: ckptstore.CheckpointStore, name: str
+) -> None:
     before = snapshot(populated.root)
-    with pytest.raises(ckptstore.UnsafePathError), populated.save(2, metrics={"val_loss": 0.1}) as tx:
+    with (
+        pytest.raises(ckptstore.UnsafePathError),
+        populated.save(2, metrics={"val_loss": 0.1}) as tx,
+    ):
         tx.open(name)
     assert snapshot(populated.root) == before
     assert not (populated.root.parent / "escape.bin").exists()
 
 
 def test_duplicate_stream_name_is_refused(populated: ckptstore.CheckpointStore) -> None:
-    with pytest.raises(ckptstore.UnsafePathError), populated.save(2, metrics={"val_loss": 0.1}) as tx:
+    with (
+        pytest.raises(ckptstore.UnsafePathError),
+        populated.save(2, metrics={"val_loss": 0.1}) as tx,
+    ):
         with tx.open("a.bin") as f:
             f.write(b"1")
         tx.open("a.bin")
@@ -74,7 +100,8 @@ def test_unknown_url_scheme_and_options(tmp_path: Path) -> None:
         ckptstore.open(tmp_path / "s2", mode="sideways")
     with pytest.raises(ckptstore.InvalidArgumentError, match="save_best_only"):
         ckptstore.open(tmp_path / "s3", save_best_only=True)
-    assert not (tmp_path / "s").exists() and not (tmp_path / "s3").exists()
+    assert not (tmp_path / "s").exists()
+    assert not (tmp_path / "s3").exists()
 
 
 def test_file_url_opens_a_local_store(tmp_path: Path) -> None:
@@ -92,7 +119,6 @@ def test_missing_root_without_create(tmp_path: Path) -> None:
         ckptstore.open(tmp_path / "plain", create=False)
 
 
-
 def test_read_only_store_can_be_read_but_not_written(tmp_path: Path) -> None:
     store = ckptstore.open(tmp_path / "s", monitor="val_loss")
     save_bytes(store, 1, metrics={"val_loss": 0.5})
@@ -107,7 +133,9 @@ def test_read_only_store_can_be_read_but_not_written(tmp_path: Path) -> None:
     assert snapshot(tmp_path / "s") == before
 
 
-def test_full_disk_is_a_typed_error_and_leaves_nothing(populated: ckptstore.CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_is_a_typed_error_and_leaves_nothing(
+    populated: ckptstore.CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     from ckptstore import checksum
@@ -116,7 +144,10 @@ def test_full_disk_is_a_typed_error_and_leaves_nothing(populated: ckptstore.Chec
         raise OSError(errno.ENOSPC, "No space left on device")
 
     before = snapshot(populated.root)
-    with pytest.raises(ckptstore.CommitFailedError, match="No space") as info, populated.save(2, metrics={"val_loss": 0.1}) as tx:  # noqa: PT012
+    with (
+        pytest.raises(ckptstore.CommitFailedError, match="No space") as info,
+        populated.save(2, metrics={"val_loss": 0.1}) as tx,
+    ):
         monkeypatch.setattr(checksum.os, "write", enospc)
         with tx.open("big.bin") as f:
             f.write(b"x" * 1024)

@@ -16,7 +16,9 @@ from ckptstore.manifest import Manifest
 from .conftest import save_bytes, snapshot
 
 
-def test_committed_epoch_has_files_and_manifest_with_digests(store: ckptstore.CheckpointStore) -> None:
+def test_committed_epoch_has_files_and_manifest_with_digests(
+    store: ckptstore.CheckpointStore,
+) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)
     with store.save(3, metrics={"val_loss": 0.21}, metadata={"lr": 1e-3}, step=300) as tx:
         (tx.path / "model.bin").write_bytes(payload)
@@ -34,13 +36,16 @@ def test_committed_epoch_has_files_and_manifest_with_digests(store: ckptstore.Ch
     assert ck.files["extra/streamed.bin"].xxh3_128 == expected
     assert ck.files["model.bin"].size == len(payload)
     raw = json.loads((ck.path / "MANIFEST.json").read_bytes())
-    assert raw["format"] == "ckptstore.manifest" and raw["version"] == 1
-    assert raw["epoch"] == 3 and raw["step"] == 300
+    assert raw["format"] == "ckptstore.manifest"
+    assert raw["version"] == 1
+    assert raw["epoch"] == 3
+    assert raw["step"] == 300
     assert raw["metrics"] == {"val_loss": 0.21}
     assert raw["metadata"] == {"lr": 1e-3}
     assert raw["run_id"] == store.run_id == store.store_id
     assert raw["writer"]["pid"] == os.getpid()
-    assert isinstance(raw["committed_at_ns"], int) and raw["committed_at_ns"] > 1_600_000_000 * 10**9
+    assert isinstance(raw["committed_at_ns"], int)
+    assert raw["committed_at_ns"] > 1_600_000_000 * 10**9
     assert raw["parent"] is None
     assert ck.metadata == {"lr": 1e-3}
     assert ck.committed_at.tzinfo is not None
@@ -48,7 +53,9 @@ def test_committed_epoch_has_files_and_manifest_with_digests(store: ckptstore.Ch
     ck.verify()
 
 
-def test_saving_an_existing_epoch_raises_and_leaves_the_old_one_byte_identical(store: ckptstore.CheckpointStore) -> None:
+def test_saving_an_existing_epoch_raises_and_leaves_the_old_one_byte_identical(
+    store: ckptstore.CheckpointStore,
+) -> None:
     save_bytes(store, 5, b"original", metrics={"val_loss": 1.0})
     before = snapshot(store.root / "epochs")
     with pytest.raises(ckptstore.CommitConflictError, match="epoch 5"):
@@ -57,9 +64,14 @@ def test_saving_an_existing_epoch_raises_and_leaves_the_old_one_byte_identical(s
     assert isinstance(ckptstore.CommitConflictError("x"), FileExistsError)
 
 
-def test_conflict_found_at_rename_time_keeps_the_winner_and_cleans_the_loser(store: ckptstore.CheckpointStore) -> None:
+def test_conflict_found_at_rename_time_keeps_the_winner_and_cleans_the_loser(
+    store: ckptstore.CheckpointStore,
+) -> None:
     # The early existence check passes; another writer commits the epoch while this one stages.
-    with pytest.raises(ckptstore.CommitConflictError), store.save(7, metrics={"val_loss": 1.0}) as tx:
+    with (
+        pytest.raises(ckptstore.CommitConflictError),
+        store.save(7, metrics={"val_loss": 1.0}) as tx,
+    ):
         with tx.open("model.bin") as f:
             f.write(b"loser")
         rival = ckptstore.open(store.root, monitor="val_loss")
@@ -68,7 +80,9 @@ def test_conflict_found_at_rename_time_keeps_the_winner_and_cleans_the_loser(sto
     assert os.listdir(store.root / "work") == []
 
 
-def test_exception_in_the_block_commits_nothing_and_removes_the_staging_dir(store: ckptstore.CheckpointStore) -> None:
+def test_exception_in_the_block_commits_nothing_and_removes_the_staging_dir(
+    store: ckptstore.CheckpointStore,
+) -> None:
     class Boom(Exception):
         pass
 
@@ -104,7 +118,10 @@ def test_serializer_that_raises_commits_nothing(store: ckptstore.CheckpointStore
 
 
 def test_unclosed_stream_is_refused(store: ckptstore.CheckpointStore) -> None:
-    with pytest.raises(ckptstore.InvalidArgumentError, match="not closed"), store.save(1, metrics={"val_loss": 1.0}) as tx:
+    with (
+        pytest.raises(ckptstore.InvalidArgumentError, match="not closed"),
+        store.save(1, metrics={"val_loss": 1.0}) as tx,
+    ):
         tx.open("dangling.bin").write(b"x")
     assert os.listdir(store.root / "epochs") == []
 
@@ -119,12 +136,17 @@ def test_reserved_names_cannot_be_written(store: ckptstore.CheckpointStore, name
 def test_symlink_in_staging_dir_is_refused(store: ckptstore.CheckpointStore, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("outside")
-    with pytest.raises(ckptstore.UnsafePathError, match="symlink"), store.save(1, metrics={"val_loss": 1.0}) as tx:
+    with (
+        pytest.raises(ckptstore.UnsafePathError, match="symlink"),
+        store.save(1, metrics={"val_loss": 1.0}) as tx,
+    ):
         os.symlink(secret, tx.path / "link.txt")
     assert os.listdir(store.root / "epochs") == []
 
 
-def test_stream_is_write_only_and_not_seekable_but_numpy_and_zip_work(store: ckptstore.CheckpointStore) -> None:
+def test_stream_is_write_only_and_not_seekable_but_numpy_and_zip_work(
+    store: ckptstore.CheckpointStore,
+) -> None:
     arrays = {"a": np.arange(100_000, dtype=np.float32), "b": np.ones((3, 4))}
     with store.save(2, metrics={"val_loss": 1.0}) as tx:
         with tx.open("one.npy") as f:
@@ -144,9 +166,7 @@ def test_stream_is_write_only_and_not_seekable_but_numpy_and_zip_work(store: ckp
 
 
 def test_manifest_validation_rejects_malformed_records() -> None:
-    good = Manifest(
-        epoch=1, run_id="r", commit_id="c", writer={}, committed_at_ns=1, files=()
-    ).to_json()
+    good = Manifest(epoch=1, run_id="r", commit_id="c", writer={}, committed_at_ns=1, files=()).to_json()
     assert Manifest.from_json(good).epoch == 1
     raw = json.loads(good)
     for broken in (

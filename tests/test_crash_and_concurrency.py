@@ -64,8 +64,15 @@ print(json.dumps(out))
 """
 
 
-def run_writer(root: Path, start: int, stop: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_child(WRITER.replace("sys.argv[1]", repr(str(root))).replace("sys.argv[2]", str(start)).replace("sys.argv[3]", str(stop)), env=env)
+def run_writer(
+    root: Path, start: int, stop: int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_child(
+        WRITER.replace("sys.argv[1]", repr(str(root)))
+        .replace("sys.argv[2]", str(start))
+        .replace("sys.argv[3]", str(stop)),
+        env=env,
+    )
 
 
 def check(root: Path) -> dict[str, object]:
@@ -88,8 +95,10 @@ def test_killed_writer_never_leaves_a_visible_partial_epoch(tmp_path: Path, poin
     # newer committed epoch and repairs the pointer.
     assert state["latest"] == (4 if committed_before else 3)
     assert state["best"] in state["epochs"]  # type: ignore[operator]
-    assert state["work"] == [] and state["trash"] == []
-    assert not state["best_dangles"] and not state["last_dangles"]
+    assert state["work"] == []
+    assert state["trash"] == []
+    assert not state["best_dangles"]
+    assert not state["last_dangles"]
     assert state["restart"] == state["latest"]
     # The run resumes and writes the next epoch normally.
     resumed = run_writer(root, 5 if committed_before else 4, 7)
@@ -103,23 +112,28 @@ def test_random_sigkills_during_a_save_loop_never_lose_a_committed_epoch(tmp_pat
     committed: set[int] = set()
     epoch = 0
     for _ in range(12):
-        code = WRITER.replace("sys.argv[1]", repr(str(root))).replace("sys.argv[2]", str(epoch)).replace("sys.argv[3]", str(epoch + 50))
+        code = (
+            WRITER.replace("sys.argv[1]", repr(str(root)))
+            .replace("sys.argv[2]", str(epoch))
+            .replace("sys.argv[3]", str(epoch + 50))
+        )
         child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
         target = rng.randint(1, 6)
-        lines = 0
-        for line in child.stdout:
+        for lines, line in enumerate(child.stdout, start=1):
             if line.startswith("committed"):
                 committed.add(int(line.split()[1]))
-            lines += 1
             if lines >= target:
                 break
         child.send_signal(signal.SIGKILL)  # lands anywhere in the save that follows
         child.wait()
         state = check(root)
         latest = state["latest"]
-        assert isinstance(latest, int) and latest >= max(committed)
-        assert state["work"] == [] and not state["last_dangles"] and not state["best_dangles"]
+        assert isinstance(latest, int)
+        assert latest >= max(committed)
+        assert state["work"] == []
+        assert not state["last_dangles"]
+        assert not state["best_dangles"]
         epoch = latest + 1
         committed = {e for e in committed if e > latest - 3}
 

@@ -27,7 +27,9 @@ def flip(path: os.PathLike[str], offset: int) -> None:
     open(path, "wb").write(bytes(data))
 
 
-def test_flipped_byte_raises_checksum_mismatch_naming_the_file(damaged: ckptstore.Checkpoint) -> None:
+def test_flipped_byte_raises_checksum_mismatch_naming_the_file(
+    damaged: ckptstore.Checkpoint,
+) -> None:
     flip(damaged.path / "model.bin", 123_456)
     with pytest.raises(ckptstore.ChecksumMismatchError, match="model.bin"):
         damaged.verify()
@@ -62,7 +64,9 @@ def test_corrupt_or_missing_manifest_is_caught(store: ckptstore.CheckpointStore,
         store.get(1)
 
 
-def test_store_verify_rehashes_everything_and_load_verifies_by_default(store: ckptstore.CheckpointStore) -> None:
+def test_store_verify_rehashes_everything_and_load_verifies_by_default(
+    store: ckptstore.CheckpointStore,
+) -> None:
     save_bytes(store, 1, b"one", metrics={"val_loss": 0.5})
     ck = store.save_state(2, {"a": b"two"}, serializer="raw", metrics={"val_loss": 0.4})
     assert ck is not None

@@ -23,14 +23,17 @@ def pointer(root: Path, name: str) -> tuple[str | None, int | None]:
     return link, epoch
 
 
-def test_best_and_last_are_relative_symlinks_and_json_records(store: ckptstore.CheckpointStore) -> None:
+def test_best_and_last_are_relative_symlinks_and_json_records(
+    store: ckptstore.CheckpointStore,
+) -> None:
     save_bytes(store, 1, metrics={"val_loss": 0.5})
     save_bytes(store, 2, metrics={"val_loss": 0.2})
     save_bytes(store, 3, metrics={"val_loss": 0.4})
     assert pointer(store.root, "last") == ("epochs/00000003", 3)
     assert pointer(store.root, "best") == ("epochs/00000002", 2)
     assert (store.root / "best" / "model.bin").read_bytes() == b"data"
-    assert store.best().epoch == 2 and store.latest().epoch == 3
+    assert store.best().epoch == 2
+    assert store.latest().epoch == 3
     assert not [n for n in os.listdir(store.root) if n.endswith(".tmp")]
 
 
@@ -47,12 +50,16 @@ def test_json_pointers_alone_where_symlinks_fail(root: Path) -> None:
         atomic_rename=True, create_only=True, compare_and_swap=False, symlinks=False, fsync=True
     )
     save_bytes(store, 1, metrics={"val_loss": 0.5})
-    assert not (root / "last").exists() and not (root / "last").is_symlink()
+    assert not (root / "last").exists()
+    assert not (root / "last").is_symlink()
     assert pointer(root, "last") == (None, 1)
-    assert store.latest().epoch == 1 and store.best().epoch == 1
+    assert store.latest().epoch == 1
+    assert store.best().epoch == 1
 
 
-def test_missing_or_dangling_pointers_are_repaired_from_the_manifests(store: ckptstore.CheckpointStore) -> None:
+def test_missing_or_dangling_pointers_are_repaired_from_the_manifests(
+    store: ckptstore.CheckpointStore,
+) -> None:
     for epoch, loss in [(1, 0.3), (2, 0.1), (3, 0.2)]:
         save_bytes(store, epoch, metrics={"val_loss": loss})
     # Dangling: the target is gone (deleted by hand); missing: pointer files removed.
@@ -69,7 +76,9 @@ def test_missing_or_dangling_pointers_are_repaired_from_the_manifests(store: ckp
     assert any("REPAIR" in line for line in fresh.log())
 
 
-def test_latest_without_pointer_uses_commit_time_then_mtime_then_numeric_name(store: ckptstore.CheckpointStore) -> None:
+def test_latest_without_pointer_uses_commit_time_then_mtime_then_numeric_name(
+    store: ckptstore.CheckpointStore,
+) -> None:
     save_bytes(store, 9, metrics={"val_loss": 0.1})
     save_bytes(store, 10, metrics={"val_loss": 0.1})
     save_bytes(store, 2, metrics={"val_loss": 0.1})  # committed last, lower epoch
@@ -113,29 +122,36 @@ def test_restart_modes(store: ckptstore.CheckpointStore) -> None:
     save_bytes(store, 2, metrics={"val_loss": 0.2})
     assert store.restart("off") is None
     ck = store.restart("required")
-    assert ck is not None and ck.epoch == 2
+    assert ck is not None
+    assert ck.epoch == 2
     after = save_bytes(store, 3, metrics={"val_loss": 0.1})
     assert after.parent == 2
 
 
-def test_restart_skips_corrupt_checkpoints_and_frees_their_epochs(store: ckptstore.CheckpointStore) -> None:
+def test_restart_skips_corrupt_checkpoints_and_frees_their_epochs(
+    store: ckptstore.CheckpointStore,
+) -> None:
     for epoch in (1, 2, 3):
         save_bytes(store, epoch, f"payload{epoch}".encode(), metrics={"val_loss": 1.0 / epoch})
     (store.root / "epochs" / "00000003" / "model.bin").write_bytes(b"payloadX")
     (store.root / "epochs" / "00000002" / "MANIFEST.json").write_text("{torn")
     fresh = ckptstore.open(store.root, monitor="val_loss")
     ck = fresh.restart("auto")
-    assert ck is not None and ck.epoch == 1
+    assert ck is not None
+    assert ck.epoch == 1
     assert [c.epoch for c in fresh.list()] == [1]
     assert pointer(store.root, "last")[1] == 1
     assert fresh.best().epoch == 1
     log = "\n".join(fresh.log())
-    assert "epoch 3 fails verification" in log and "RETIRE" in log
+    assert "epoch 3 fails verification" in log
+    assert "RETIRE" in log
     save_bytes(fresh, 2, metrics={"val_loss": 0.4})  # the epoch number is free again
     assert fresh.latest().epoch == 2
 
 
-def test_rollback_repoints_last_and_retires_later_epochs_until_gc(store: ckptstore.CheckpointStore) -> None:
+def test_rollback_repoints_last_and_retires_later_epochs_until_gc(
+    store: ckptstore.CheckpointStore,
+) -> None:
     for epoch, loss in [(1, 0.5), (2, 0.4), (3, 0.1), (4, 0.3)]:
         save_bytes(store, epoch, metrics={"val_loss": loss})
     ck = store.rollback(2)
@@ -145,7 +161,8 @@ def test_rollback_repoints_last_and_retires_later_epochs_until_gc(store: ckptsto
     assert pointer(store.root, "best") == ("epochs/00000002", 2)  # 3 was retired with the rest
     assert len(os.listdir(store.root / "retired")) == 2
     again = save_bytes(store, 3, b"second try", metrics={"val_loss": 0.35})
-    assert again.parent == 2 and store.latest().epoch == 3
+    assert again.parent == 2
+    assert store.latest().epoch == 3
     store.gc()
     assert os.listdir(store.root / "retired") == []
     with pytest.raises(ckptstore.CheckpointNotFoundError):

@@ -8,7 +8,14 @@ import pytest
 
 import ckptstore
 from ckptstore import keep
-from ckptstore.policies import CheckpointInfo, KeepContext, SaveRules, decide_save, plan_gc, resolve_mode
+from ckptstore.policies import (
+    CheckpointInfo,
+    KeepContext,
+    SaveRules,
+    decide_save,
+    plan_gc,
+    resolve_mode,
+)
 
 from .conftest import save_bytes
 
@@ -59,7 +66,8 @@ def test_plan_gc_never_deletes_protected_or_other_runs() -> None:
     decisions = plan_gc(data, keep.linear(1), run_id="mine", protected={1: "pinned"})
     actions = {d.epoch: (d.action, d.reason) for d in decisions}
     assert actions[1] == ("keep", "pinned")
-    assert actions[4][0] == actions[5][0] == "keep" and "another run" in actions[4][1]
+    assert actions[4][0] == actions[5][0] == "keep"
+    assert "another run" in actions[4][1]
     assert actions[6][0] == "keep"
     assert actions[2][0] == actions[3][0] == "delete"
 
@@ -69,7 +77,15 @@ def test_exponential_store_keeps_log_spaced_epochs_when_saving_1_to_64(tmp_path:
     for epoch in range(1, 65):
         save_bytes(store, epoch, str(epoch).encode())
     assert [c.epoch for c in store.list()] == [1, 33, 49, 57, 61, 63, 64]
-    assert sorted(int(p.name) for p in (tmp_path / "s" / "epochs").iterdir()) == [1, 33, 49, 57, 61, 63, 64]
+    assert sorted(int(p.name) for p in (tmp_path / "s" / "epochs").iterdir()) == [
+        1,
+        33,
+        49,
+        57,
+        61,
+        63,
+        64,
+    ]
     assert list((tmp_path / "s" / "trash").iterdir()) == []
 
 
@@ -113,8 +129,16 @@ def test_restarted_job_is_the_same_run_and_its_limits_cover_earlier_saves(tmp_pa
 
 @pytest.mark.parametrize(
     ("monitor", "mode", "expected"),
-    [("val_loss", "auto", "min"), ("val_acc", "auto", "max"), ("AUC", "auto", "max"), ("f1_score", "auto", "max"),
-     ("precision", "auto", "max"), ("recall@5", "auto", "max"), ("loss", "max", "max"), (None, "auto", "min")],
+    [
+        ("val_loss", "auto", "min"),
+        ("val_acc", "auto", "max"),
+        ("AUC", "auto", "max"),
+        ("f1_score", "auto", "max"),
+        ("precision", "auto", "max"),
+        ("recall@5", "auto", "max"),
+        ("loss", "max", "max"),
+        (None, "auto", "min"),
+    ],
 )
 def test_mode_auto(monitor: str | None, mode: str, expected: str) -> None:
     assert resolve_mode(monitor, mode) == expected
@@ -129,14 +153,32 @@ def test_mode_auto(monitor: str | None, mode: str, expected: str) -> None:
         (SaveRules(skip_epochs=3), 3, None, None, True),
         (SaveRules(save_interval=2), 3, None, None, False),
         (SaveRules(save_interval=2), 4, None, None, True),
-        (SaveRules(save_interval=5, monitor="loss"), 3, 0.1, 0.2, True),  # improved (CANDLE save_best)
+        (
+            SaveRules(save_interval=5, monitor="loss"),
+            3,
+            0.1,
+            0.2,
+            True,
+        ),  # improved (CANDLE save_best)
         (SaveRules(save_interval=5, monitor="loss"), 3, 0.3, 0.2, False),
         (SaveRules(save_best_only=True, monitor="loss"), 3, 0.3, 0.2, False),
         (SaveRules(save_best_only=True, monitor="loss"), 3, 0.2, 0.2, False),  # strict
         (SaveRules(save_best_only=True, monitor="loss"), 3, 0.1, 0.2, True),
         (SaveRules(save_best_only=True, monitor="acc", mode="max"), 3, 0.9, 0.8, True),
-        (SaveRules(save_best_only=True, monitor="loss", initial_value_threshold=0.05), 1, 0.1, None, False),
-        (SaveRules(save_best_only=True, monitor="loss", initial_value_threshold=0.05), 1, 0.01, None, True),
+        (
+            SaveRules(save_best_only=True, monitor="loss", initial_value_threshold=0.05),
+            1,
+            0.1,
+            None,
+            False,
+        ),
+        (
+            SaveRules(save_best_only=True, monitor="loss", initial_value_threshold=0.05),
+            1,
+            0.01,
+            None,
+            True,
+        ),
     ],
 )
 def test_save_decision_table(rules: SaveRules, epoch: int, value: float | None, best: float | None, save: bool) -> None:
@@ -154,7 +196,8 @@ def test_save_best_only_survives_a_restart(tmp_path: Path) -> None:
     assert reopened.should_save(2, {"val_loss": 0.4})
     with reopened.save(2, metrics={"val_loss": 0.7}) as tx:
         (tx.path / "x").write_bytes(b"x")
-    assert tx.skipped and tx.checkpoint is None
+    assert tx.skipped
+    assert tx.checkpoint is None
     assert 2 not in reopened
     assert reopened.save_state(3, b"x", serializer="raw", metrics={"val_loss": 0.9}) is None
     assert any("SKIP" in line for line in reopened.log())

@@ -39,7 +39,7 @@ from .manifest import FileEntry, Manifest
 from .policies import GcDecision, SaveDecision
 from .serializers import Serializer, get_serializer, register_serializer
 from .store import CheckpointStore, GcReport, SaveTransaction, StoreConfig
-from .store import open_store as open  # noqa: A001 - ckptstore.open() is the entry point
+from .store import open_store as open
 
 __all__ = [
     "BackendUnavailableError",

@@ -13,7 +13,15 @@ import signal
 
 _TARGET = os.environ.get("CKPTSTORE_CRASHPOINT", "")
 
-POINTS = ("after_files", "after_manifest", "before_rename", "after_rename", "after_last", "after_pointers", "gc_after_trash")
+POINTS = (
+    "after_files",
+    "after_manifest",
+    "before_rename",
+    "after_rename",
+    "after_last",
+    "after_pointers",
+    "gc_after_trash",
+)
 
 
 def point(name: str) -> None:

@@ -32,9 +32,7 @@ def check_epoch(epoch: object, width: int) -> int:
     if value < 0:
         raise InvalidEpochError(f"epoch must be a non-negative int, got {value}")
     if value >= 10**width:
-        raise InvalidEpochError(
-            f"epoch {value} does not fit the store's naming width of {width} digits"
-        )
+        raise InvalidEpochError(f"epoch {value} does not fit the store's naming width of {width} digits")
     return value
 
 

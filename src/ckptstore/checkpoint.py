@@ -157,7 +157,7 @@ class Checkpoint:
         """
         if mode not in ("rb", "r"):
             raise InvalidArgumentError(f"checkpoints are read-only; mode must be 'rb' or 'r', got {mode!r}")
-        return open(self._file_path(name), mode)  # type: ignore[return-value]  # noqa: SIM115
+        return open(self._file_path(name), mode)  # type: ignore[return-value]
 
     def read_bytes(self, name: str) -> bytes:
         """Return the content of one of the checkpoint's files."""
@@ -191,9 +191,7 @@ class Checkpoint:
                 if rel in RESERVED_NAMES:
                     continue
                 if rel not in listed:
-                    raise UnexpectedFileError(
-                        f"{self.path / rel} is not listed in the manifest of epoch {self.epoch}"
-                    )
+                    raise UnexpectedFileError(f"{self.path / rel} is not listed in the manifest of epoch {self.epoch}")
                 present.add(rel)
         missing = sorted(set(listed) - present)
         if missing:

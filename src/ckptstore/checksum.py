@@ -70,18 +70,23 @@ class HashingWriter(io.RawIOBase):
 
     # -- io protocol -------------------------------------------------------------------------------
     def writable(self) -> bool:
+        """Return True: the stream is for writing."""
         return True
 
     def readable(self) -> bool:
+        """Return False: the stream is write-only."""
         return False
 
     def seekable(self) -> bool:
+        """Return False: hashing in order forbids seeking."""
         return False
 
     def tell(self) -> int:
+        """Return the number of bytes written so far."""
         return self._size
 
     def fileno(self) -> int:
+        """Raise: hiding the descriptor keeps libraries from writing around the hash."""
         # Hiding the descriptor keeps numpy and torch from writing around the hash.
         raise io.UnsupportedOperation("fileno")
 

@@ -51,8 +51,10 @@ def resolve_mode(monitor: str | None, mode: str) -> Mode:
     Raises:
         InvalidArgumentError: ``mode`` is not min, max or auto.
     """
-    if mode == "min" or mode == "max":
-        return mode
+    if mode == "min":
+        return "min"
+    if mode == "max":
+        return "max"
     if mode != "auto":
         raise InvalidArgumentError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
     name = (monitor or "").lower()
@@ -120,7 +122,7 @@ def _optional_positive(_: object, attribute: attrs.Attribute[int | None], value:
 
 
 @attrs.frozen
-class linear:  # noqa: N801 - reads as a function: keep.linear(5)
+class linear:
     """Keep the ``n`` newest checkpoints (by epoch).
 
     Args:
@@ -132,11 +134,11 @@ class linear:  # noqa: N801 - reads as a function: keep.linear(5)
     def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
         """See :class:`KeepPolicy`."""
         ordered = sorted((i.epoch for i in infos if i.epoch not in ctx.protected), reverse=True)
-        return {e: f"linear({self.n}): one of the {self.n} newest" for e in ordered[: self.n]}
+        return dict.fromkeys(ordered[: self.n], f"linear({self.n}): one of the {self.n} newest")
 
 
 @attrs.frozen
-class exponential:  # noqa: N801
+class exponential:
     """Keep log-spaced checkpoints: dense near the newest, sparse further back.
 
     Let E be the newest epoch. Every other epoch e falls in bucket ``floor(log2(E - e))``; the
@@ -159,7 +161,7 @@ class exponential:  # noqa: N801
         for info in infos:
             if info.epoch == newest:
                 continue
-            bucket = int(math.floor(math.log2(newest - info.epoch)))
+            bucket = math.floor(math.log2(newest - info.epoch))
             current = oldest_in_bucket.get(bucket)
             if current is None or info.epoch < current:
                 oldest_in_bucket[bucket] = info.epoch
@@ -176,7 +178,7 @@ class exponential:  # noqa: N801
 
 
 @attrs.frozen
-class every:  # noqa: N801
+class every:
     """Keep every checkpoint whose epoch is divisible by ``k``.
 
     Args:
@@ -191,7 +193,7 @@ class every:  # noqa: N801
 
 
 @attrs.frozen
-class best:  # noqa: N801
+class best:
     """Keep the ``n`` best checkpoints by a metric.
 
     Args:
@@ -227,7 +229,7 @@ class best:  # noqa: N801
 
 
 @attrs.frozen
-class any_of:  # noqa: N801
+class any_of:
     """Keep what any of the given policies keeps.
 
     Args:
@@ -251,7 +253,7 @@ class any_of:  # noqa: N801
 
 
 @attrs.frozen
-class all_:  # noqa: N801
+class all_:
     """Keep everything (the default policy)."""
 
     def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
@@ -302,7 +304,11 @@ def plan_gc(
             decisions.append(GcDecision(epoch=info.epoch, action="keep", reason=protected[info.epoch]))
         elif info.run_id != run_id:
             decisions.append(
-                GcDecision(epoch=info.epoch, action="keep", reason=f"written by another run ({info.run_id})")
+                GcDecision(
+                    epoch=info.epoch,
+                    action="keep",
+                    reason=f"written by another run ({info.run_id})",
+                )
             )
         elif info.epoch in kept:
             decisions.append(GcDecision(epoch=info.epoch, action="keep", reason=kept[info.epoch]))
@@ -356,9 +362,7 @@ class SaveDecision:
         return self.save
 
 
-def decide_save(
-    rules: SaveRules, epoch: int, metrics: Mapping[str, float], best_value: float | None
-) -> SaveDecision:
+def decide_save(rules: SaveRules, epoch: int, metrics: Mapping[str, float], best_value: float | None) -> SaveDecision:
     """Decide whether to save ``epoch``.
 
     Args:
@@ -389,9 +393,7 @@ def decide_save(
     if rules.save_interval == 0:
         return SaveDecision(save=False, reason="save_interval=0 disables saving", improved=improved)
     if epoch < rules.skip_epochs:
-        return SaveDecision(
-            save=False, reason=f"epoch {epoch} < skip_epochs={rules.skip_epochs}", improved=improved
-        )
+        return SaveDecision(save=False, reason=f"epoch {epoch} < skip_epochs={rules.skip_epochs}", improved=improved)
     if rules.save_best_only:
         if improved:
             return SaveDecision(save=True, reason=f"{rules.monitor}={value:.6g} improved", improved=True)
@@ -401,9 +403,11 @@ def decide_save(
             improved=False,
         )
     if epoch % rules.save_interval == 0:
-        return SaveDecision(save=True, reason=f"epoch {epoch} % save_interval={rules.save_interval} == 0", improved=improved)
+        return SaveDecision(
+            save=True,
+            reason=f"epoch {epoch} % save_interval={rules.save_interval} == 0",
+            improved=improved,
+        )
     if improved:
         return SaveDecision(save=True, reason=f"{rules.monitor}={value:.6g} improved", improved=True)
-    return SaveDecision(
-        save=False, reason=f"epoch {epoch} is not a multiple of save_interval={rules.save_interval}"
-    )
+    return SaveDecision(save=False, reason=f"epoch {epoch} is not a multiple of save_interval={rules.save_interval}")

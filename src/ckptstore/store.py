@@ -18,9 +18,9 @@ The store owns everything around a framework's serializer. Its promises (DESIGN.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as _dt
-import errno
 import itertools
 import json
 import logging
@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -176,12 +176,12 @@ class GcReport:
         return iter(self.decisions)
 
     @property
-    def deleted(self) -> list[int]:
+    def deleted(self) -> builtins.list[int]:
         """Epochs deleted (or to be deleted)."""
         return [d.epoch for d in self.decisions if d.action == "delete"]
 
     @property
-    def kept(self) -> list[int]:
+    def kept(self) -> builtins.list[int]:
         """Epochs kept."""
         return [d.epoch for d in self.decisions if d.action == "keep"]
 
@@ -268,7 +268,7 @@ class SaveTransaction:
         self._open_writers[rel] = writer
         if "b" in mode:
             return writer  # type: ignore[return-value]
-        return _TextWriter(writer)
+        return _TextWriter(writer)  # type: ignore[return-value]
 
     @property
     def checkpoint(self) -> Checkpoint | None:
@@ -339,7 +339,13 @@ class CheckpointStore:
         create: Create the root if it does not exist (the default).
     """
 
-    def __init__(self, root: str | os.PathLike[str], config: StoreConfig | None = None, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        config: StoreConfig | None = None,
+        *,
+        create: bool = True,
+    ) -> None:
         self.config = config or StoreConfig()
         self.root = Path(root).absolute()
         self._fs = LocalBackend(self.root)
@@ -426,7 +432,7 @@ class CheckpointStore:
         with contextlib.suppress(OSError):
             self._fs.append_line("ckpt.log", f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}")
 
-    def log(self) -> list[str]:
+    def log(self) -> builtins.list[str]:
         """Return the lines of ``ckpt.log``, oldest first."""
         try:
             return (self.root / "ckpt.log").read_text(encoding="utf-8").splitlines()
@@ -584,9 +590,7 @@ class CheckpointStore:
             except CkptStoreError:
                 raise
             except Exception as exc:
-                raise SerializerError(
-                    f"serializer {impl.name!r} failed to save epoch {tx.epoch}: {exc}"
-                ) from exc
+                raise SerializerError(f"serializer {impl.name!r} failed to save epoch {tx.epoch}: {exc}") from exc
         return tx.checkpoint if blocking else None
 
     def _prepare(
@@ -690,8 +694,8 @@ class CheckpointStore:
         if tx._open_writers:
             names = ", ".join(sorted(tx._open_writers))
             raise InvalidArgumentError(f"file(s) opened with tx.open() were not closed: {names}")
-        to_hash: list[tuple[str, Path]] = []
-        dirs: list[Path] = []
+        to_hash: builtins.list[tuple[str, Path]] = []
+        dirs: builtins.list[Path] = []
         for dirpath, dirnames, filenames in os.walk(work):
             base = Path(dirpath)
             dirs.append(base)
@@ -793,7 +797,12 @@ class CheckpointStore:
 
     def _write_pointer(self, name: str, epoch: int) -> None:
         rel_target = f"epochs/{self._name(epoch)}"
-        record = {"epoch": epoch, "target": rel_target, "updated_at_ns": time.time_ns(), "writer": self._writer_id}
+        record = {
+            "epoch": epoch,
+            "target": rel_target,
+            "updated_at_ns": time.time_ns(),
+            "writer": self._writer_id,
+        }
         self._fs.write_atomic(f"pointers/{name}.json", json.dumps(record, indent=1).encode())
         if self._fs.capabilities.symlinks:
             try:
@@ -812,8 +821,8 @@ class CheckpointStore:
     # -- reading ------------------------------------------------------------------------------------
     def _scan(self) -> tuple[list[Checkpoint], list[tuple[Path, Exception]]]:
         """Read every manifest under ``epochs/``: valid checkpoints, and directories that are not."""
-        good: list[Checkpoint] = []
-        bad: list[tuple[Path, Exception]] = []
+        good: builtins.list[Checkpoint] = []
+        bad: builtins.list[tuple[Path, Exception]] = []
         try:
             names = sorted(os.listdir(self.root / "epochs"))
         except FileNotFoundError:
@@ -860,7 +869,7 @@ class CheckpointStore:
         checkpoint = Checkpoint(self, path, self._read_manifest(path))
         return checkpoint.verify() if verify else checkpoint
 
-    def list(self) -> list[Checkpoint]:
+    def list(self) -> builtins.list[Checkpoint]:
         """Every committed checkpoint with a valid manifest, by epoch."""
         return sorted(self._scan()[0], key=lambda c: c.epoch)
 
@@ -881,7 +890,7 @@ class CheckpointStore:
             mtime = 0
         return (checkpoint.manifest.committed_at_ns, mtime, natural_key(checkpoint.name))
 
-    def _by_recency(self) -> list[Checkpoint]:
+    def _by_recency(self) -> builtins.list[Checkpoint]:
         return sorted(self._scan()[0], key=self._recency_key, reverse=True)
 
     def latest(self) -> Checkpoint:
@@ -963,7 +972,9 @@ class CheckpointStore:
                 self._write_pointer(name, epoch)
 
     # -- restart and rollback -----------------------------------------------------------------------
-    def restart(self, mode: Literal["auto", "required", "off"] = "auto", *, verify: bool | None = None) -> Checkpoint | None:
+    def restart(
+        self, mode: Literal["auto", "required", "off"] = "auto", *, verify: bool | None = None
+    ) -> Checkpoint | None:
         """Find the checkpoint to resume from (CANDLE's ``restart_mode``).
 
         ``auto`` returns the newest checkpoint that verifies, or None on an empty store;
@@ -983,13 +994,13 @@ class CheckpointStore:
             return None
         check = self.config.verify_on_load if verify is None else verify
         good, bad = self._scan()
-        candidates: list[Checkpoint] = []
+        candidates: builtins.list[Checkpoint] = []
         pointed: Checkpoint | None = None
         with contextlib.suppress(CheckpointNotFoundError):
             pointed = self.latest()
             candidates.append(pointed)
         candidates += [c for c in sorted(good, key=self._recency_key, reverse=True) if c != pointed]
-        failed: list[tuple[Path, Exception]] = list(bad)
+        failed: builtins.list[tuple[Path, Exception]] = list(bad)
         chosen: Checkpoint | None = None
         for candidate in candidates:
             try:
@@ -997,10 +1008,18 @@ class CheckpointStore:
                 break
             except VerificationError as exc:
                 failed.append((candidate.path, exc))
-                self._log("VERIFY", f"epoch {candidate.epoch} fails verification, skipped: {exc}", logging.WARNING)
+                self._log(
+                    "VERIFY",
+                    f"epoch {candidate.epoch} fails verification, skipped: {exc}",
+                    logging.WARNING,
+                )
         if chosen is None:
-            for path, exc in bad:
-                self._log("VERIFY", f"{path.name} is not a valid checkpoint, skipped: {exc}", logging.WARNING)
+            for path, problem in bad:
+                self._log(
+                    "VERIFY",
+                    f"{path.name} is not a valid checkpoint, skipped: {problem}",
+                    logging.WARNING,
+                )
             if mode == "required":
                 raise CheckpointNotFoundError(f"restart_mode=required but no checkpoint in {self.root} verifies")
             self._log("RESTART", "no valid checkpoint: starting from scratch")
@@ -1080,7 +1099,7 @@ class CheckpointStore:
             os.unlink(self.root / "pins" / self._name(epoch))
             self._log("UNPIN", f"epoch {epoch}")
 
-    def pinned(self) -> list[int]:
+    def pinned(self) -> builtins.list[int]:
         """The pinned epochs."""
         try:
             return sorted(int(n) for n in os.listdir(self.root / "pins") if n.isdigit())
@@ -1093,9 +1112,9 @@ class CheckpointStore:
         for epoch in self.pinned():
             protected[epoch] = "pinned"
         for name in _POINTER_NAMES:
-            epoch = self._read_pointer(name)
-            if epoch is not None:
-                protected[epoch] = f"{name}" if epoch not in protected else f"{protected[epoch]}, {name}"
+            target = self._read_pointer(name)
+            if target is not None:
+                protected[target] = name if target not in protected else f"{protected[target]}, {name}"
         return protected
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
@@ -1160,8 +1179,8 @@ class CheckpointStore:
         self._log("DELETE", f"epoch {epoch}: {reason}")
         self._fs.remove_tree(trash)
 
-    def _leftovers(self) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
+    def _leftovers(self) -> builtins.list[tuple[str, str]]:
+        found: builtins.list[tuple[str, str]] = []
         now = time.time()
         for name in _listdir(self.root / "work"):
             if name in self._active_work:
@@ -1194,7 +1213,7 @@ class CheckpointStore:
         return None
 
     # -- verification and reporting ------------------------------------------------------------------
-    def verify(self, epoch: int | None = None) -> list[Checkpoint]:
+    def verify(self, epoch: int | None = None) -> builtins.list[Checkpoint]:
         """Re-hash one checkpoint (``epoch``) or all of them.
 
         Returns:
@@ -1207,7 +1226,7 @@ class CheckpointStore:
         if epoch is not None:
             return [self.get(epoch, verify=True)]
         good, bad = self._scan()
-        failures: list[Exception] = [exc for _, exc in bad]
+        failures: builtins.list[Exception] = [exc for _, exc in bad]
         verified = []
         for checkpoint in sorted(good, key=lambda c: c.epoch):
             try:
@@ -1254,12 +1273,24 @@ class CheckpointStore:
     def table(self) -> str:
         """A plain-text table of every checkpoint with best, last and pinned marked."""
         checkpoints = self.list()
-        last, best, pins = self._read_pointer("last"), self._read_pointer("best"), set(self.pinned())
+        last, best, pins = (
+            self._read_pointer("last"),
+            self._read_pointer("best"),
+            set(self.pinned()),
+        )
         metric_names = sorted({m for c in checkpoints for m in c.metrics})
         header = ["epoch", "committed (UTC)", "size", *metric_names, "marks"]
         rows = [header]
         for c in checkpoints:
-            marks = [m for m, on in (("best", c.epoch == best), ("last", c.epoch == last), ("pinned", c.epoch in pins)) if on]
+            marks = [
+                m
+                for m, on in (
+                    ("best", c.epoch == best),
+                    ("last", c.epoch == last),
+                    ("pinned", c.epoch in pins),
+                )
+                if on
+            ]
             rows.append(
                 [
                     str(c.epoch),
@@ -1270,12 +1301,12 @@ class CheckpointStore:
                 ]
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
 
-def _listdir(path: Path) -> list[str]:
+def _listdir(path: Path) -> builtins.list[str]:
     try:
         return sorted(os.listdir(path))
     except FileNotFoundError:
@@ -1353,5 +1384,3 @@ def open_store(
     except ValueError as exc:
         raise InvalidArgumentError(f"invalid option for ckptstore.open: {exc.args[0]}") from None
     return CheckpointStore(text, config, create=create)
-
-

@@ -79,8 +79,5 @@ class NumpySerializer:
         base = checkpoint.path
         if _INDEX in checkpoint.files:
             index = json.loads(checkpoint.read_bytes(_INDEX))
-            return {
-                key: np.load(base / name, allow_pickle=False, mmap_mode=mmap_mode)
-                for key, name in index.items()
-            }
+            return {key: np.load(base / name, allow_pickle=False, mmap_mode=mmap_mode) for key, name in index.items()}
         return np.load(base / "array.npy", allow_pickle=False, mmap_mode=mmap_mode)

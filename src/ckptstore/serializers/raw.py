@@ -93,4 +93,4 @@ class PickleSerializer:
     def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
         with checkpoint.open("state.pkl") as f:
-            return pickle.load(f)  # noqa: S301 - only reached when the caller named pickle
+            return pickle.load(f)
