@@ -29,4 +29,5 @@ def test_demo_resumes_after_sigkill_and_picks_the_best(tmp_path: Path) -> None:
     assert best.metrics["val_loss"] == min(c.metrics["val_loss"] for c in store.list())
     assert set(epochs) >= {10, 11, 12, best.epoch}
     assert {c.parent for c in store.list() if c.epoch > 4} == {4}
-    assert "best" in result.stdout and "last" in result.stdout
+    assert "best" in result.stdout
+    assert "last" in result.stdout
