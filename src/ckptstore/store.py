@@ -946,8 +946,7 @@ class CheckpointStore:
         scored = [c for c in self.list() if monitor in c.metrics]
         if not scored:
             raise CheckpointNotFoundError(f"no checkpoint in {self.root} has the metric {monitor!r}")
-        sign = 1 if resolved == "min" else -1
-        winner = min(scored, key=lambda c: (sign * c.metrics[monitor], -c.epoch))
+        winner = _best_of(scored, monitor, resolved)
         if monitor == self.config.monitor and resolved == self.mode:
             self._repair("best", winner.epoch)
         return winner
@@ -1051,8 +1050,7 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.root / ("pointers/best" + suffix if suffix else "best"))
             return
-        sign = 1 if self.mode == "min" else -1
-        winner = min(scored, key=lambda c: (sign * c.metrics[monitor], -c.epoch))
+        winner = _best_of(scored, monitor, self.mode)
         if self._read_pointer("best") != winner.epoch:
             self._write_pointer("best", winner.epoch)
 
@@ -1304,6 +1302,12 @@ class CheckpointStore:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
+
+
+def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Checkpoint:
+    """The best checkpoint by ``metric``; on a tie, the newest epoch."""
+    sign = 1 if mode == "min" else -1
+    return min(scored, key=lambda c: (sign * c.metrics[metric], -c.epoch))
 
 
 def _listdir(path: Path) -> builtins.list[str]:
