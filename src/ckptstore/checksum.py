@@ -14,7 +14,7 @@ import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -27,9 +27,7 @@ __all__ = [
     "CHUNK_SIZE",
     "HashingWriter",
     "hash_and_sync",
-    "hash_bytes",
     "hash_file",
-    "hash_stream",
 ]
 
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -39,11 +37,6 @@ _OVERLAP_THRESHOLD = 256 * 1024
 """Below this, hashing inline is cheaper than handing the buffer to the helper thread."""
 
 _hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-hash")
-
-
-def hash_bytes(data: ReadableBuffer) -> str:
-    """Return the xxh3-128 hex digest of ``data``."""
-    return xxhash.xxh3_128_hexdigest(data)
 
 
 class HashingWriter(io.RawIOBase):
@@ -194,17 +187,4 @@ def _hash_fd(fd: int) -> tuple[int, str]:
                 break
             hasher.update(view[:n])
             size += n
-    return size, hasher.hexdigest()
-
-
-def hash_stream(stream: BinaryIO) -> tuple[int, str]:
-    """Return the size and xxh3-128 hex digest of everything left in ``stream``."""
-    hasher = xxhash.xxh3_128()
-    size = 0
-    while True:
-        chunk = stream.read(CHUNK_SIZE)
-        if not chunk:
-            break
-        hasher.update(chunk)
-        size += len(chunk)
     return size, hasher.hexdigest()

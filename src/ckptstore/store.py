@@ -632,8 +632,9 @@ class CheckpointStore:
         )
 
     def _check_writable(self) -> None:
-        if not self._writable or not os.access(self.root, os.W_OK | os.X_OK):
+        if not self._writable:
             raise StoreNotWritableError(f"the store at {self.root} is not writable by this process")
+        self._fs.check_writable()
 
     def _new_work_dir(self) -> Path:
         name = f"{self._writer_id}.{next(self._seq)}"
