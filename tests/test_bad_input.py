@@ -92,8 +92,8 @@ def test_duplicate_stream_name_is_refused(populated: ckptstore.CheckpointStore) 
 
 
 def test_unknown_url_scheme_and_options(tmp_path: Path) -> None:
-    with pytest.raises(ckptstore.UnsupportedURLError, match="ftp"):
-        ckptstore.open("ftp://host/path")
+    with pytest.raises(ckptstore.UnsupportedURLError, match="nosuch"):
+        ckptstore.open("nosuch://host/path")
     with pytest.raises(ckptstore.InvalidArgumentError, match="keep_forever"):
         ckptstore.open(tmp_path / "s", keep_forever=True)
     with pytest.raises(ckptstore.InvalidArgumentError):

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import InvalidArgumentError, InvalidEpochError, InvalidMetricError, UnsafePathError
 
-RESERVED_NAMES = frozenset({"MANIFEST.json", "METADATA.json"})
+RESERVED_NAMES = frozenset({"MANIFEST.json", "METADATA.json", ".claim"})
 """Top-level names inside an epoch directory that belong to ckptstore."""
 
 _MAX_NAME_BYTES = 255

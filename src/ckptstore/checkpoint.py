@@ -8,19 +8,21 @@ names the file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import shutil
-from collections.abc import Mapping
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import xxhash
-
+from ._progress import ProgressOption, make_progress
 from ._validate import RESERVED_NAMES, check_relpath
-from .checksum import CHUNK_SIZE, hash_file
+from .checksum import copy_hashing, hash_file, hash_stream
 from .errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -40,6 +42,8 @@ __all__ = ["METADATA_FILE", "Checkpoint"]
 
 MANIFEST_FILE = "MANIFEST.json"
 METADATA_FILE = "METADATA.json"
+TRANSFER_THREADS = 4
+"""Files copied at once by downloads and uploads (each buffers at most one part)."""
 
 
 class Checkpoint:
@@ -49,13 +53,29 @@ class Checkpoint:
 
     Attributes:
         manifest: The validated commit record.
-        path: The epoch directory on local disk.
+        key: The epoch folder relative to the store root (``epochs/00000003``).
     """
 
-    def __init__(self, store: CheckpointStore, path: Path, manifest: Manifest) -> None:
+    def __init__(self, store: CheckpointStore, key: str, manifest: Manifest) -> None:
         self._store = store
-        self.path = path
+        self.key = key
         self.manifest = manifest
+        self._local: Path | None = None  # a verified download while load() runs on an object store
+
+    @property
+    def path(self) -> Path:
+        """The epoch directory on local disk (local and NFS stores only).
+
+        Raises:
+            InvalidArgumentError: the store is not on a local filesystem; use :meth:`local_path`
+                or :meth:`download`.
+        """
+        local = self._local or self._store._fs.local_path(self.key)
+        if local is None:
+            raise InvalidArgumentError(
+                f"{self.url} is not on a local filesystem; use 'with ck.local_path() as path:' or ck.download(dest)"
+            )
+        return local
 
     def __repr__(self) -> str:
         metrics = ", ".join(f"{k}={v:.6g}" for k, v in sorted(self.metrics.items()))
@@ -64,10 +84,10 @@ class Checkpoint:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Checkpoint):
             return NotImplemented
-        return self.path == other.path and self.manifest.commit_id == other.manifest.commit_id
+        return self.url == other.url and self.manifest.commit_id == other.manifest.commit_id
 
     def __hash__(self) -> int:
-        return hash((self.path, self.manifest.commit_id))
+        return hash((self.url, self.manifest.commit_id))
 
     # -- what the manifest says ----------------------------------------------------------------------
     @property
@@ -78,7 +98,7 @@ class Checkpoint:
     @property
     def name(self) -> str:
         """The directory name under ``epochs/`` (the zero-padded epoch)."""
-        return self.path.name
+        return self.key.rsplit("/", 1)[-1]
 
     @property
     def step(self) -> int | None:
@@ -99,9 +119,9 @@ class Checkpoint:
     def metadata(self) -> dict[str, Any]:
         """User metadata: what was given at save time, updated by later additions."""
         merged = dict(self.manifest.metadata)
-        extra = self.path / METADATA_FILE
+        extra = f"{self.url}/{METADATA_FILE}"
         try:
-            added = json.loads(extra.read_bytes())
+            added = json.loads(self._store._fs.read_bytes(f"{self.key}/{METADATA_FILE}"))
         except FileNotFoundError:
             return merged
         except ValueError as exc:
@@ -139,14 +159,14 @@ class Checkpoint:
     @property
     def url(self) -> str:
         """The checkpoint's location as a URL."""
-        return self.path.as_uri()
+        return f"{self._store.url}/{self.key}"
 
     # -- reading files -------------------------------------------------------------------------------
-    def _file_path(self, name: str) -> Path:
+    def _file_key(self, name: str) -> str:
         rel = check_relpath(name)
         if rel not in self.files:
             raise CheckpointNotFoundError(f"checkpoint epoch {self.epoch} has no file {rel!r}")
-        return self.path / rel
+        return f"{self.key}/{rel}"
 
     def open(self, name: str, mode: str = "rb") -> BinaryIO:
         """Open one of the checkpoint's files for reading.
@@ -157,11 +177,16 @@ class Checkpoint:
         """
         if mode not in ("rb", "r"):
             raise InvalidArgumentError(f"checkpoints are read-only; mode must be 'rb' or 'r', got {mode!r}")
-        return open(self._file_path(name), mode)  # type: ignore[return-value]
+        stream = self._store._fs.open_read(self._file_key(name))
+        if mode == "r":
+            import io
+
+            return io.TextIOWrapper(stream, encoding="utf-8")  # type: ignore[return-value]
+        return stream  # type: ignore[return-value]
 
     def read_bytes(self, name: str) -> bytes:
         """Return the content of one of the checkpoint's files."""
-        return self._file_path(name).read_bytes()
+        return self._store._fs.read_bytes(self._file_key(name))
 
     # -- integrity ------------------------------------------------------------------------------------
     def verify(self) -> Checkpoint:
@@ -176,40 +201,39 @@ class Checkpoint:
             ChecksumMismatchError: a file's size or digest differs (names the file).
             UnexpectedFileError: a file the manifest does not list is present.
         """
-        where = self.path / MANIFEST_FILE
+        fs = self._store._fs
+        where = f"{self.url}/{MANIFEST_FILE}"
         try:
-            on_disk = Manifest.from_json(where.read_bytes(), where=str(where))
+            on_disk = Manifest.from_json(fs.read_bytes(f"{self.key}/{MANIFEST_FILE}"), where=where)
         except FileNotFoundError:
             raise IncompleteCheckpointError(f"{where} is missing") from None
         if on_disk != self.manifest:
             raise ManifestError(f"{where} changed since this checkpoint was read")
         listed = self.files
         present: set[str] = set()
-        for dirpath, _dirnames, filenames in os.walk(self.path):
-            for filename in filenames:
-                rel = Path(dirpath, filename).relative_to(self.path).as_posix()
-                if rel in RESERVED_NAMES:
-                    continue
-                if rel not in listed:
-                    raise UnexpectedFileError(f"{self.path / rel} is not listed in the manifest of epoch {self.epoch}")
-                present.add(rel)
+        for rel in fs.walk(self.key):
+            if rel in RESERVED_NAMES:
+                continue
+            if rel not in listed:
+                raise UnexpectedFileError(f"{self.url}/{rel} is not listed in the manifest of epoch {self.epoch}")
+            present.add(rel)
         missing = sorted(set(listed) - present)
         if missing:
             raise IncompleteCheckpointError(
                 f"checkpoint epoch {self.epoch} is missing {len(missing)} file(s): {', '.join(missing[:5])}"
             )
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-verify") as pool:
-            results = list(pool.map(lambda e: (e, hash_file(self.path / e.path)), listed.values()))
-        for entry, (size, digest) in results:
-            if size != entry.size:
-                raise ChecksumMismatchError(
-                    f"{self.path / entry.path}: size {size} differs from the manifest's {entry.size}"
-                    + (" (truncated)" if size < entry.size else "")
-                )
-            if digest != entry.xxh3_128:
-                raise ChecksumMismatchError(
-                    f"{self.path / entry.path}: xxh3-128 {digest} differs from the manifest's {entry.xxh3_128}"
-                )
+        local = fs.local_path(self.key)
+
+        def digest(entry: FileEntry) -> tuple[int, str]:
+            if local is not None:
+                return hash_file(local / entry.path)
+            with fs.open_read(f"{self.key}/{entry.path}") as stream:
+                return hash_stream(stream)
+
+        with ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-verify") as pool:
+            results = list(pool.map(lambda e: (e, digest(e)), listed.values()))
+        for entry, (size, found) in results:
+            _check_entry(f"{self.url}/{entry.path}", entry, size, found)
         return self
 
     # -- loading --------------------------------------------------------------------------------------
@@ -241,8 +265,19 @@ class Checkpoint:
                 )
             serializer = recorded
         impl = get_serializer(serializer)
-        if verify:
-            self.verify()
+        if self._store._fs.local_path(self.key) is not None:
+            if verify:
+                self.verify()
+            return self._load_with(impl, kwargs)
+        # Object store: one verified download, and the serializer reads the local copy.
+        with self.local_path(verify=verify) as local:
+            self._local = local
+            try:
+                return self._load_with(impl, kwargs)
+            finally:
+                self._local = None
+
+    def _load_with(self, impl: Serializer, kwargs: dict[str, Any]) -> Any:
         try:
             return impl.load(self, **kwargs)
         except (InvalidArgumentError, CheckpointNotFoundError):
@@ -252,36 +287,82 @@ class Checkpoint:
         except Exception as exc:
             raise SerializerError(f"serializer {impl.name!r} failed to load epoch {self.epoch}: {exc}") from exc
 
-    def download(self, dest: str | os.PathLike[str], *, verify: bool = True) -> Path:
-        """Copy the checkpoint's files (and its manifest) into ``dest``, verifying while copying.
+    def download(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        verify: bool = True,
+        progress: ProgressOption = None,
+    ) -> Path:
+        """Copy the checkpoint's files and manifest into ``dest``, in parallel, verifying while reading.
+
+        Each file is written under a temporary name and renamed into place only after its digest
+        matched the manifest, so ``dest`` never holds a file that differs from the checkpoint.
 
         Args:
             dest: A directory; created if missing. Existing files of the same names are replaced.
-            verify: Compare every copied file's digest with the manifest (the default).
+            verify: Compare every file's digest with the manifest (the default).
+            progress: None shows a bar on a terminal for big checkpoints; False never; a callable
+                receives ``(done, total, description)``.
 
         Returns:
             The destination directory.
 
         Raises:
-            ChecksumMismatchError: a file read differs from the manifest (the copy is removed).
+            ChecksumMismatchError: a file read differs from the manifest (nothing of it is left).
         """
         target = Path(dest)
         target.mkdir(parents=True, exist_ok=True)
-        for entry in self.manifest.files:
+        fs = self._store._fs
+        bar = make_progress(progress, self.size, f"download epoch {self.epoch}")
+
+        def fetch(entry: FileEntry) -> None:
             out = target / entry.path
             out.parent.mkdir(parents=True, exist_ok=True)
-            hasher = xxhash.xxh3_128()
-            with open(self.path / entry.path, "rb") as src, open(out, "wb") as dst:
-                while chunk := src.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-                    dst.write(chunk)
-            if verify and hasher.hexdigest() != entry.xxh3_128:
-                out.unlink()
-                raise ChecksumMismatchError(
-                    f"{self.path / entry.path} does not match its manifest; the copy was removed"
-                )
-        shutil.copyfile(self.path / MANIFEST_FILE, target / MANIFEST_FILE)
+            tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.part"
+            try:
+                with fs.open_read(f"{self.key}/{entry.path}") as src, open(tmp, "wb") as dst:
+                    size, digest = copy_hashing(src, dst, bar)
+                if verify:
+                    _check_entry(f"{self.url}/{entry.path}", entry, size, digest)
+                os.replace(tmp, out)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+        try:
+            with ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-get") as pool:
+                for future in [pool.submit(fetch, e) for e in self.manifest.files]:
+                    future.result()
+        finally:
+            if bar is not None:
+                bar.close()
+        (target / MANIFEST_FILE).write_bytes(fs.read_bytes(f"{self.key}/{MANIFEST_FILE}"))
         return target
+
+    @contextlib.contextmanager
+    def local_path(self, *, verify: bool = True, progress: ProgressOption = None) -> Iterator[Path]:
+        """A verified local copy of the checkpoint for the duration of the ``with`` block.
+
+        On a local or NFS store this is the epoch directory itself (verified, not copied); on an
+        object store the files are downloaded into a temporary directory that is removed afterwards.
+
+        Args:
+            verify: Re-hash (local) or verify while downloading (remote); the default.
+            progress: See :meth:`download`.
+        """
+        local = self._store._fs.local_path(self.key)
+        if local is not None:
+            if verify:
+                self.verify()
+            yield local
+            return
+        scratch = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self.name}-"))
+        try:
+            yield self.download(scratch, verify=verify, progress=progress)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def info(self) -> Mapping[str, Any]:
         """A JSON-friendly summary (epoch, time, size, metrics, metadata, files)."""
@@ -295,3 +376,13 @@ class Checkpoint:
             "files": {p: {"size": f.size, "xxh3_128": f.xxh3_128} for p, f in self.files.items()},
             "url": self.url,
         }
+
+
+def _check_entry(where: str, entry: FileEntry, size: int, digest: str) -> None:
+    if size != entry.size:
+        raise ChecksumMismatchError(
+            f"{where}: size {size} differs from the manifest's {entry.size}"
+            + (" (truncated)" if size < entry.size else "")
+        )
+    if digest != entry.xxh3_128:
+        raise ChecksumMismatchError(f"{where}: xxh3-128 {digest} differs from the manifest's {entry.xxh3_128}")

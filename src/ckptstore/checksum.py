@@ -25,9 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_SIZE",
+    "HashingStream",
     "HashingWriter",
+    "copy_hashing",
     "hash_and_sync",
     "hash_file",
+    "hash_stream",
 ]
 
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -187,4 +190,136 @@ def _hash_fd(fd: int) -> tuple[int, str]:
                 break
             hasher.update(view[:n])
             size += n
+    return size, hasher.hexdigest()
+
+
+class HashingStream(io.RawIOBase):
+    """A write-only stream that hashes what it writes and passes it on to another stream.
+
+    Used for object stores: the sink is a buffered multipart upload, so memory stays bounded by the
+    sink's part size plus one chunk, however large the file. Large writes are cut into
+    :data:`CHUNK_SIZE` pieces and each piece is hashed in a helper thread while the sink takes it.
+
+    Args:
+        sink: The stream to write to (closed by :meth:`close`, discarded by :meth:`abort`).
+        label: What to name in error messages (the object's URL).
+        on_close: Called once with ``(size, hexdigest)`` after the sink was closed successfully.
+        progress: Called with the number of bytes of each piece written.
+    """
+
+    def __init__(self, sink: Any, label: str, on_close: Any = None, progress: Any = None) -> None:
+        super().__init__()
+        self._sink = sink
+        self._label = label
+        self._hasher = xxhash.xxh3_128()
+        self._size = 0
+        self._on_close = on_close
+        self._progress = progress
+
+    def writable(self) -> bool:
+        """Return True."""
+        return True
+
+    def seekable(self) -> bool:
+        """Return False: hashing in order forbids seeking."""
+        return False
+
+    def tell(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def write(self, b: ReadableBuffer) -> int:
+        """Hash and pass on all of ``b``, one chunk at a time."""
+        if self.closed:
+            raise ValueError("write to closed file")
+        view = memoryview(b).cast("B")
+        total = view.nbytes
+        for start in range(0, total, CHUNK_SIZE):
+            piece = view[start : start + CHUNK_SIZE]
+            try:
+                if piece.nbytes >= _OVERLAP_THRESHOLD:
+                    pending = _hash_pool.submit(self._hasher.update, piece)
+                    try:
+                        self._sink.write(piece)
+                    finally:
+                        pending.result()
+                else:
+                    self._hasher.update(piece)
+                    self._sink.write(piece)
+            except OSError as exc:
+                raise CommitFailedError(exc.errno, f"writing {self._label} failed: {exc}") from exc
+            self._size += piece.nbytes
+            if self._progress is not None:
+                self._progress(piece.nbytes)
+        return total
+
+    def close(self) -> None:
+        """Close the sink (completing the upload); afterwards the digest is final."""
+        if self.closed:
+            return
+        try:
+            self._sink.close()
+        except OSError as exc:
+            super().close()
+            raise CommitFailedError(exc.errno, f"finishing {self._label} failed: {exc}") from exc
+        super().close()
+        if self._on_close is not None:
+            self._on_close(self._size, self._hasher.hexdigest())
+
+    def abort(self) -> None:
+        """Drop the upload without completing it (a multipart upload is aborted)."""
+        if self.closed:
+            return
+        discard = getattr(self._sink, "discard", None)
+        try:
+            if callable(discard):
+                discard()
+            else:
+                self._sink.close()
+        except Exception:
+            pass
+        super().close()
+
+
+def copy_hashing(src: Any, sink: Any, progress: Any = None) -> tuple[int, str]:
+    """Copy ``src`` into ``sink`` in :data:`CHUNK_SIZE` pieces, hashing each while the next write runs.
+
+    This is the one read of a file written into ``tx.path`` on an object store (the upload), and
+    the one read of a download.
+
+    Returns:
+        The size and xxh3-128 hex digest of what was copied.
+    """
+    hasher = xxhash.xxh3_128()
+    size = 0
+    while True:
+        chunk = src.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        pending = _hash_pool.submit(hasher.update, chunk) if len(chunk) >= _OVERLAP_THRESHOLD else None
+        if pending is None:
+            hasher.update(chunk)
+        try:
+            sink.write(chunk)
+        finally:
+            if pending is not None:
+                pending.result()
+        size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return size, hasher.hexdigest()
+
+
+def hash_stream(src: Any, progress: Any = None) -> tuple[int, str]:
+    """Size and xxh3-128 of a readable stream (verification of remote files)."""
+    hasher = xxhash.xxh3_128()
+    size = 0
+    while True:
+        chunk = src.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        hasher.update(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
     return size, hasher.hexdigest()

@@ -9,6 +9,7 @@ working. Messages name the thing at fault (epoch, file, URL) and, where there is
 from __future__ import annotations
 
 __all__ = [
+    "BackendAuthError",
     "BackendUnavailableError",
     "CheckpointNotFoundError",
     "ChecksumMismatchError",
@@ -22,6 +23,7 @@ __all__ = [
     "ManifestError",
     "MissingMetricError",
     "SerializerError",
+    "SingleWriterWarning",
     "StoreNotFoundError",
     "StoreNotWritableError",
     "UnexpectedFileError",
@@ -88,6 +90,14 @@ class UnsupportedURLError(InvalidArgumentError):
 
 class BackendUnavailableError(CkptStoreError, ImportError):
     """An optional package needed for this backend or serializer is not installed."""
+
+
+class BackendAuthError(CkptStoreError, PermissionError):
+    """The backend refused the credentials, or found none (names where credentials come from)."""
+
+
+class SingleWriterWarning(UserWarning):
+    """The backend does not enforce create-only writes, so only one process may write to the store."""
 
 
 class SerializerError(CkptStoreError, RuntimeError):

@@ -3,17 +3,22 @@
 The store owns everything around a framework's serializer. Its promises (DESIGN.md section 3):
 
 * a checkpoint becomes visible in one atomic step, whole or not at all, even after ``kill -9`` or a
-  power cut: files are written and fsynced in a private ``work/<writer-id>`` directory, the manifest
-  is written and fsynced last, and the directory is renamed onto ``epochs/NNNNNNNN``, which must not
-  exist, before ``epochs/`` itself is fsynced;
+  power cut. Where the backend can rename (local disk, NFS), files are written and fsynced in a
+  private ``work/<writer-id>`` directory, the manifest is written and fsynced last, and the directory
+  is renamed onto ``epochs/NNNNNNNN``, which must not exist, before ``epochs/`` itself is fsynced.
+  On object stores the writer claims ``epochs/NNNNNNNN/.claim`` with a create-only write, uploads the
+  files, and commits by writing ``MANIFEST.json`` create-only: a folder without one is not a
+  checkpoint. The strategy is chosen from the backend's capabilities, never from its type;
 * nothing committed is overwritten: saving an existing epoch raises ``CommitConflictError``;
-* the ``best`` and ``last`` pointers are replaced atomically, only after the commit, ``last`` only
-  moves forward (except through :meth:`CheckpointStore.rollback`), and both are repaired from the
-  manifests when missing or dangling;
+* the ``best`` and ``last`` pointers are replaced atomically, only after the commit (under a lock
+  locally, by compare-and-swap on object stores), ``last`` only moves forward (except through
+  :meth:`CheckpointStore.rollback`), and both are repaired from the manifests when missing or
+  dangling; ``index.json`` is updated the same way and is only ever a cache;
 * every file is hashed with xxh3-128 in the pass that writes it, and restart falls back to the newest
   checkpoint that verifies;
 * keep policies never delete best, last, pinned or another run's checkpoints, and deletion is one
-  rename into ``trash/`` before any file is removed.
+  step before any file is removed (a rename into ``trash/``; on object stores, deleting the
+  manifest).
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as _dt
+import errno
 import itertools
 import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +49,7 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
+from ._progress import ProgressOption, make_progress
 from ._validate import (
     RESERVED_NAMES,
     check_epoch,
@@ -48,10 +58,13 @@ from ._validate import (
     check_optional_int,
     check_relpath,
 )
+from .backends.base import Backend, Capabilities, PendingUpload
 from .backends.local import LocalBackend
-from .checkpoint import MANIFEST_FILE, Checkpoint
-from .checksum import HashingWriter, hash_and_sync
+from .backends.registry import open_backend
+from .checkpoint import MANIFEST_FILE, TRANSFER_THREADS, Checkpoint
+from .checksum import HashingStream, HashingWriter, copy_hashing, hash_and_sync
 from .errors import (
+    BackendAuthError,
     CheckpointNotFoundError,
     CkptStoreError,
     CommitConflictError,
@@ -59,10 +72,10 @@ from .errors import (
     InvalidArgumentError,
     ManifestError,
     SerializerError,
+    SingleWriterWarning,
     StoreNotFoundError,
     StoreNotWritableError,
     UnsafePathError,
-    UnsupportedURLError,
     VerificationError,
 )
 from .manifest import FileEntry, Manifest
@@ -90,7 +103,11 @@ STORE_FILE = "ckptstore.json"
 STORE_FORMAT = "ckptstore.store"
 STORE_VERSION = 1
 DEFAULT_WIDTH = 8
+CLAIM_FILE = ".claim"
+INDEX_FILE = "index.json"
+INDEX_FORMAT = "ckptstore.index"
 _POINTER_NAMES = ("best", "last")
+_CAS_ATTEMPTS = 50
 _HOST = socket.gethostname()
 
 
@@ -117,7 +134,9 @@ class StoreConfig:
         gc_on_save: Apply the keep policy after every commit (default True).
         work_grace_seconds: Age after which another host's staging directory counts as abandoned.
         width: Digits in epoch directory names; used when the store is created.
-        log_file: Write ``ckpt.log`` (default True).
+        log_file: Write ``ckpt.log`` (object stores: ``log/`` objects); default True.
+        progress: Progress bars for big uploads: None (default) on a terminal only, True, False,
+            or a callable receiving ``(done_bytes, total_bytes, description)``.
     """
 
     keep: KeepPolicy | None = None
@@ -135,6 +154,7 @@ class StoreConfig:
     work_grace_seconds: float = attrs.field(default=3600.0, validator=_positive_float)
     width: int = attrs.field(default=DEFAULT_WIDTH, validator=[attrs.validators.ge(1), attrs.validators.le(18)])
     log_file: bool = True
+    progress: ProgressOption = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         _ = self.save_rules  # validates the combination (save_best_only needs monitor, ...)
@@ -190,8 +210,8 @@ class SaveTransaction:
     """One checkpoint being written; use it as a context manager from :meth:`CheckpointStore.save`.
 
     Inside the block, write files into :attr:`path` (a private local staging directory) or stream
-    them through :meth:`open`. Leaving the block commits; an exception inside it aborts, removes the
-    staging directory and commits nothing.
+    them through :meth:`open` (on object stores straight into the bucket). Leaving the block commits;
+    an exception inside it aborts, removes what was staged or uploaded, and commits nothing.
 
     Attributes:
         epoch: The epoch being saved.
@@ -221,8 +241,9 @@ class SaveTransaction:
         self.blocking = blocking
         self.serializer = serializer
         self._work: Path | None = None
+        self._claimed = False
         self._entries: dict[str, FileEntry] = {}
-        self._open_writers: dict[str, HashingWriter] = {}
+        self._open_writers: dict[str, HashingWriter | HashingStream] = {}
         self._future: Future[Checkpoint] | None = None
         self._checkpoint: Checkpoint | None = None
         self._started = time.monotonic()
@@ -234,16 +255,22 @@ class SaveTransaction:
 
     @property
     def path(self) -> Path:
-        """The staging directory (local); write files here. Exists only inside the ``with`` block."""
+        """The local staging directory; write files here. Exists only inside the ``with`` block."""
         if self._work is None:
             raise InvalidArgumentError("tx.path is only available inside the 'with store.save(...)' block")
         return self._work
+
+    @property
+    def _streams_to_backend(self) -> bool:
+        return self._claimed
 
     def open(self, name: str, mode: str = "wb") -> IO[Any]:
         """Create a file in the checkpoint and return a write-only stream that hashes what it writes.
 
         The stream does not seek (``torch.save``, ``np.save``, ``np.savez`` and ``pickle.dump``
-        work with it); closing it fsyncs the file. Writers that must seek use :attr:`path`.
+        work with it). Locally, closing it fsyncs the file; on object stores the bytes go straight
+        to the bucket as a multipart upload holding one part in memory. Writers that must seek use
+        :attr:`path`.
 
         Args:
             name: Relative path inside the checkpoint (``/`` separates folders).
@@ -258,13 +285,18 @@ class SaveTransaction:
         target = self.path / rel
         if rel in self._entries or rel in self._open_writers or target.exists():
             raise UnsafePathError(f"{rel!r} was already written in this checkpoint")
-        target.parent.mkdir(parents=True, exist_ok=True)
 
         def done(size: int, digest: str) -> None:
             self._entries[rel] = FileEntry(path=rel, size=size, xxh3_128=digest)
             self._open_writers.pop(rel, None)
 
-        writer = HashingWriter(target, on_close=done)
+        writer: HashingWriter | HashingStream
+        if self._streams_to_backend:
+            key = f"{self._store._epoch_key(self.epoch)}/{rel}"
+            writer = HashingStream(self._store._fs.open_write(key), f"{self._store.url}/{key}", on_close=done)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writer = HashingWriter(target, on_close=done)
         self._open_writers[rel] = writer
         if "b" in mode:
             return writer  # type: ignore[return-value]
@@ -278,7 +310,7 @@ class SaveTransaction:
         return self._checkpoint
 
     def __enter__(self) -> SaveTransaction:
-        self._work = self._store._new_work_dir()
+        self._store._begin(self)
         return self
 
     def __exit__(
@@ -299,8 +331,7 @@ class SaveTransaction:
         for writer in list(self._open_writers.values()):
             writer.abort()
         self._open_writers.clear()
-        if self._work is not None:
-            self._store._discard_work(self._work)
+        self._store._discard(self)
         if why is not None:
             self._store._log("ABORT", f"epoch={self.epoch} {why}; nothing committed")
         else:
@@ -310,7 +341,7 @@ class SaveTransaction:
 class _TextWriter:
     """A minimal UTF-8 text facade over :class:`HashingWriter` for ``tx.open(name, "w")``."""
 
-    def __init__(self, raw: HashingWriter) -> None:
+    def __init__(self, raw: HashingWriter | HashingStream) -> None:
         self._raw = raw
 
     def write(self, text: str) -> int:
@@ -334,9 +365,11 @@ class CheckpointStore:
     non-blocking save to commit.
 
     Args:
-        root: The store's root directory.
+        root: The store's root: a local path, or any URL :func:`ckptstore.open` accepts.
         config: The store's options.
-        create: Create the root if it does not exist (the default).
+        create: Create the store if it does not exist (the default).
+        storage_options: Options for the fsspec filesystem of a URL (endpoint, credentials, ...).
+        backend: An already opened backend (overrides ``root``).
     """
 
     def __init__(
@@ -345,10 +378,11 @@ class CheckpointStore:
         config: StoreConfig | None = None,
         *,
         create: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.config = config or StoreConfig()
-        self.root = Path(root).absolute()
-        self._fs = LocalBackend(self.root)
+        self._fs: Backend = backend if backend is not None else open_backend(root, storage_options)
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Checkpoint] | None = None
@@ -359,7 +393,9 @@ class CheckpointStore:
         self._active_work: set[str] = set()
         self._stats = {"saved": 0, "bytes": 0, "seconds": 0.0, "skipped": 0, "deleted": 0}
         self._writable = True
+        self._probed = False
         self._descriptor = self._open_or_create(create)
+        self.single_writer = not self._caps.create_only
         self.width: int = self._descriptor["width"]
         self.store_id: str = self._descriptor["store_id"]
         self.run_id: str = self.config.run_id or self.store_id
@@ -367,53 +403,124 @@ class CheckpointStore:
         self._rules = self.config.save_rules
         self._keep: KeepPolicy = self.config.keep or all_()
 
+    @property
+    def root(self) -> Path:
+        """The root directory of a local or NFS store.
+
+        Raises:
+            InvalidArgumentError: the store is on an object store (use :attr:`url`).
+        """
+        local = self._fs.local_path()
+        if local is None:
+            raise InvalidArgumentError(f"{self.url} is not on a local filesystem; it has no root directory")
+        return local
+
+    @property
+    def backend(self) -> Backend:
+        """The storage backend (for the conformance suite and for tools; not needed to use a store)."""
+        return self._fs
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend can do; decides the commit and pointer strategies."""
+        return self._fs.capabilities
+
+    @property
+    def _caps(self) -> Capabilities:
+        return self._fs.capabilities
+
     # -- opening ------------------------------------------------------------------------------------
     def _open_or_create(self, create: bool) -> dict[str, Any]:
-        descriptor_path = self.root / STORE_FILE
-        if not self.root.exists():
-            if not create:
-                raise StoreNotFoundError(f"no store at {self.root} (pass create=True to make one)")
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except PermissionError as exc:
-                raise StoreNotWritableError(f"cannot create the store at {self.root}: {exc}") from None
-            except FileExistsError:
-                raise InvalidArgumentError(f"{self.root} exists and is not a directory") from None
-        if not self.root.is_dir():
-            raise InvalidArgumentError(f"{self.root} is not a directory")
-        self._writable = os.access(self.root, os.W_OK | os.X_OK)
-        if not descriptor_path.exists():
-            if not self._writable:
-                raise StoreNotWritableError(f"{self.root} is not a ckptstore store and cannot be written")
-            if not create:
-                raise StoreNotFoundError(f"{self.root} is not a ckptstore store (no {STORE_FILE})")
-            descriptor = {
-                "format": STORE_FORMAT,
-                "version": STORE_VERSION,
-                "store_id": uuid.uuid4().hex,
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                "width": self.config.width,
-            }
-            self._fs.create_exclusive(STORE_FILE, json.dumps(descriptor, indent=1).encode())
+        with _backend_errors(self._fs, "open the store"):
+            local = self._fs.local_path()
+            if local is not None:
+                self._prepare_local_root(local, create)
+            raw = None
+            with contextlib.suppress(FileNotFoundError):
+                raw = self._fs.read_bytes(STORE_FILE)
+            if raw is None:
+                if not self._writable:
+                    raise StoreNotWritableError(f"{self.url} is not a ckptstore store and cannot be written")
+                if not create:
+                    raise StoreNotFoundError(f"{self.url} is not a ckptstore store (no {STORE_FILE})")
+                descriptor = {
+                    "format": STORE_FORMAT,
+                    "version": STORE_VERSION,
+                    "store_id": uuid.uuid4().hex,
+                    "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                    "width": self.config.width,
+                }
+                try:
+                    self._fs.create_only(STORE_FILE, json.dumps(descriptor, indent=1).encode())
+                except FileNotFoundError:
+                    raise StoreNotFoundError(
+                        f"cannot create a store at {self.url}: its bucket or parent does not exist"
+                    ) from None
+                raw = self._fs.read_bytes(STORE_FILE)
+        where = f"{self.url}/{STORE_FILE}"
         try:
-            descriptor = json.loads(descriptor_path.read_bytes())
+            descriptor = json.loads(raw)
+            if not isinstance(descriptor, dict):
+                raise ManifestError(f"{where} is not a JSON object")
             if descriptor.get("format") != STORE_FORMAT or descriptor.get("version") != STORE_VERSION:
-                raise ManifestError(f"{descriptor_path} is not a version-{STORE_VERSION} ckptstore descriptor")
+                raise ManifestError(f"{where} is not a version-{STORE_VERSION} ckptstore descriptor")
             if not isinstance(descriptor.get("width"), int) or not isinstance(descriptor.get("store_id"), str):
-                raise ManifestError(f"{descriptor_path} lacks 'width' or 'store_id'")
+                raise ManifestError(f"{where} lacks 'width' or 'store_id'")
         except ValueError as exc:
             if isinstance(exc, ManifestError):
                 raise
-            raise ManifestError(f"{descriptor_path} is not valid JSON: {exc}") from None
-        if self._writable:
+            raise ManifestError(f"{where} is not valid JSON: {exc}") from None
+        if local is not None and self._writable:
             for sub in ("epochs", "work", "pointers", "pins", "trash", "retired"):
-                (self.root / sub).mkdir(exist_ok=True)
+                (local / sub).mkdir(exist_ok=True)
         result: dict[str, Any] = descriptor
         return result
+
+    def _prepare_local_root(self, root: Path, create: bool) -> None:
+        if not root.exists():
+            if not create:
+                raise StoreNotFoundError(f"no store at {root} (pass create=True to make one)")
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except PermissionError as exc:
+                raise StoreNotWritableError(f"cannot create the store at {root}: {exc}") from None
+            except FileExistsError:
+                raise InvalidArgumentError(f"{root} exists and is not a directory") from None
+        if not root.is_dir():
+            raise InvalidArgumentError(f"{root} is not a directory")
+        self._writable = os.access(root, os.W_OK | os.X_OK)
+
+    def _probe_create_only(self) -> None:
+        """Check once that the backend refuses a second create-only write; warn and go single-writer if not."""
+        if self._probed or not self._caps.create_only or self._caps.atomic_rename:
+            self._probed = True
+            return
+        self._probed = True
+        key = f"probe/{self._writer_id}.{uuid.uuid4().hex[:8]}"
+        with _backend_errors(self._fs, "probe create-only writes"):
+            try:
+                first = self._fs.create_only(key, b"1")
+                second = self._fs.create_only(key, b"2")
+            finally:
+                self._fs.delete(key)
+        if first and not second:
+            self.single_writer = False
+            return
+        self.single_writer = True
+        message = (
+            f"the {self._fs.scheme} backend at {self.url} claims create-only writes but did not enforce one "
+            "(a second create-only write of a probe object succeeded); running in single-writer mode: "
+            "do not let two processes save to this store at once"
+        )
+        warnings.warn(message, SingleWriterWarning, stacklevel=4)
+        logger.warning("%s", message)
 
     # -- naming -------------------------------------------------------------------------------------
     def _name(self, epoch: int) -> str:
         return f"{epoch:0{self.width}d}"
+
+    def _epoch_key(self, epoch: int) -> str:
+        return f"epochs/{self._name(epoch)}"
 
     def _epoch_dir(self, epoch: int) -> Path:
         return self.root / "epochs" / self._name(epoch)
@@ -425,19 +532,17 @@ class CheckpointStore:
 
     # -- logging ------------------------------------------------------------------------------------
     def _log(self, event: str, message: str, level: int = logging.INFO) -> None:
-        logger.log(level, "%s %s: %s", self.root, event, message)
+        logger.log(level, "%s %s: %s", self.url, event, message)
         if not (self.config.log_file and self._writable):
             return
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with contextlib.suppress(OSError):
-            self._fs.append_line("ckpt.log", f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}")
+        with contextlib.suppress(Exception):
+            self._fs.append_log(f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}", self._writer_id)
 
     def log(self) -> builtins.list[str]:
-        """Return the lines of ``ckpt.log``, oldest first."""
-        try:
-            return (self.root / "ckpt.log").read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
+        """Return the store's log lines, oldest first (``ckpt.log``, or the ``log/`` objects)."""
+        with _backend_errors(self._fs, "read the log"):
+            return self._fs.read_log()
 
     # -- background commits -------------------------------------------------------------------------
     def _raise_background_error(self) -> None:
@@ -614,9 +719,12 @@ class CheckpointStore:
             decision = SaveDecision(save=True, reason="forced", improved=decision.improved)
         if decision.save:
             self._check_writable()
-            if self._epoch_dir(epoch).exists():
+            key = self._epoch_key(epoch)
+            with _backend_errors(self._fs, f"check epoch {epoch}"):
+                taken = self._fs.exists(key) if self._caps.atomic_rename else self._fs.exists(f"{key}/{MANIFEST_FILE}")
+            if taken:
                 raise CommitConflictError(
-                    f"epoch {epoch} is already committed at {self._epoch_dir(epoch)}; "
+                    f"epoch {epoch} is already committed at {self.url}/{key}; "
                     "choose another epoch or roll back with store.rollback()"
                 )
         return SaveTransaction(
@@ -633,49 +741,118 @@ class CheckpointStore:
 
     def _check_writable(self) -> None:
         if not self._writable:
-            raise StoreNotWritableError(f"the store at {self.root} is not writable by this process")
+            raise StoreNotWritableError(f"the store at {self.url} is not writable by this process")
         self._fs.check_writable()
+        self._probe_create_only()
 
-    def _new_work_dir(self) -> Path:
-        name = f"{self._writer_id}.{next(self._seq)}"
-        work = self.root / "work" / name
+    # -- the two commit strategies -------------------------------------------------------------------
+    def _begin(self, tx: SaveTransaction) -> None:
+        """Open a transaction: a staging directory, and on object stores the claim on the epoch."""
+        if self._caps.atomic_rename and not tx.skipped:
+            name = f"{self._writer_id}.{next(self._seq)}"
+            work = self.root / "work" / name
+            try:
+                work.mkdir(parents=True)
+            except PermissionError as exc:
+                raise StoreNotWritableError(f"cannot create a staging directory in {self.root}: {exc}") from None
+            self._active_work.add(name)
+            tx._work = work
+            return
+        tx._work = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self._name(tx.epoch)}-"))
+        if not tx.skipped:
+            try:
+                self._claim(tx.epoch)
+            except BaseException:
+                shutil.rmtree(tx._work, ignore_errors=True)
+                tx._work = None
+                raise
+            tx._claimed = True
+
+    def _claim_record(self, epoch: int) -> bytes:
+        return json.dumps(
+            {
+                "writer": self._writer_id,
+                "host": _HOST,
+                "pid": os.getpid(),
+                "run_id": self.run_id,
+                "epoch": epoch,
+                "claimed_at_ns": time.time_ns(),
+            }
+        ).encode()
+
+    def _claim(self, epoch: int) -> None:
+        """Claim ``epochs/NNN/`` with a create-only ``.claim``; take over a claim whose writer is gone."""
+        key = f"{self._epoch_key(epoch)}/{CLAIM_FILE}"
+        with _backend_errors(self._fs, f"claim epoch {epoch}"):
+            if self._fs.create_only(key, self._claim_record(epoch)):
+                return
+            if self._fs.exists(f"{self._epoch_key(epoch)}/{MANIFEST_FILE}"):
+                raise CommitConflictError(f"epoch {epoch} is already committed at {self.url}/{self._epoch_key(epoch)}")
+            current = self._fs.read_versioned(key)
+            if current is None:  # released between our two requests: try once more
+                if self._fs.create_only(key, self._claim_record(epoch)):
+                    return
+                raise CommitConflictError(f"epoch {epoch} was claimed by another writer at the same moment")
+            info = _parse_json(current[0])
+            why = self._claim_abandoned(info, time.time_ns())
+            if why is None:
+                raise CommitConflictError(
+                    f"epoch {epoch} is being written by {info.get('writer', 'another writer')} "
+                    f"(claimed {_age(info)} ago); choose another epoch, or wait until it commits or its claim "
+                    f"is older than work_grace_seconds={self.config.work_grace_seconds:g}"
+                )
+            if not self._fs.write_if(key, self._claim_record(epoch), current[1]):
+                raise CommitConflictError(f"epoch {epoch}: another writer took over the abandoned claim first")
+            self._log("TAKEOVER", f"epoch={epoch} claim of {info.get('writer', '?')} ({why})", logging.WARNING)
+            for rel in self._fs.walk(self._epoch_key(epoch)):
+                if rel != CLAIM_FILE:
+                    self._fs.delete(f"{self._epoch_key(epoch)}/{rel}")
+
+    def _claim_abandoned(self, info: Mapping[str, Any], now_ns: int) -> str | None:
+        """Why a claim (or a staging directory) counts as abandoned; None while its writer may live."""
+        host, pid = info.get("host"), info.get("pid")
+        if host == _HOST and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+            return f"its writer, process {pid} on this host, is gone"
+        claimed = info.get("claimed_at_ns")
+        if isinstance(claimed, int):
+            age = (now_ns - claimed) / 1e9
+            if age > self.config.work_grace_seconds:
+                return f"claimed {age:.0f}s ago (grace {self.config.work_grace_seconds:.0f}s)"
+        elif not info:
+            return "unreadable claim"
+        return None
+
+    def _holds_claim(self, epoch: int) -> bool:
         try:
-            work.mkdir(parents=True)
-        except PermissionError as exc:
-            raise StoreNotWritableError(f"cannot create a staging directory in {self.root}: {exc}") from None
-        self._active_work.add(name)
-        return work
+            raw = self._fs.read_bytes(f"{self._epoch_key(epoch)}/{CLAIM_FILE}")
+        except FileNotFoundError:
+            return False
+        return _parse_json(raw).get("writer") == self._writer_id
 
-    def _discard_work(self, work: Path) -> None:
-        self._active_work.discard(work.name)
-        self._fs.remove_tree(work)
+    def _discard(self, tx: SaveTransaction) -> None:
+        """Remove everything an aborted transaction staged, uploaded or claimed."""
+        work, tx._work = tx._work, None
+        if work is not None:
+            if self._caps.atomic_rename and work.parent == self.root / "work":
+                self._active_work.discard(work.name)
+                self._fs.delete_tree(f"work/{work.name}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        if tx._claimed:
+            tx._claimed = False
+            with contextlib.suppress(Exception), _backend_errors(self._fs, "clean up"):
+                if self._holds_claim(tx.epoch) and not self._fs.exists(f"{self._epoch_key(tx.epoch)}/{MANIFEST_FILE}"):
+                    self._fs.delete_tree(self._epoch_key(tx.epoch), last=[CLAIM_FILE])
 
     def _commit(self, tx: SaveTransaction) -> Checkpoint:
-        work = tx.path
         started = time.monotonic()
-        try:
-            manifest = self._seal(tx, work)
-        except BaseException:
-            tx._abort("commit failed before publishing")
-            raise
-        target = self._epoch_dir(tx.epoch)
-        _crash.point("before_rename")
-        try:
-            self._fs.rename_dir(work, target)
-        except FileExistsError:
-            if not self._committed_by(target, manifest.commit_id):
-                tx._abort("the epoch was committed by another writer")
-                raise CommitConflictError(
-                    f"epoch {tx.epoch} was committed by another writer while this one was saving; "
-                    "nothing of this save was kept"
-                ) from None
-        except OSError as exc:
-            if not self._committed_by(target, manifest.commit_id):
-                tx._abort(f"rename failed: {exc}")
-                raise CommitFailedError(exc.errno, f"could not publish epoch {tx.epoch}: {exc}") from exc
-        self._active_work.discard(work.name)
-        _crash.point("after_rename")
-        checkpoint = Checkpoint(self, target, manifest)
+        if tx._open_writers:
+            names = ", ".join(sorted(tx._open_writers))
+            tx._abort("file(s) opened with tx.open() were not closed")
+            raise InvalidArgumentError(f"file(s) opened with tx.open() were not closed: {names}")
+        commit = self._commit_by_rename if self._caps.atomic_rename else self._commit_by_record
+        checkpoint = commit(tx)
+        manifest = checkpoint.manifest
         elapsed = time.monotonic() - tx._started
         size = manifest.total_size
         rate = size / max(time.monotonic() - started, 1e-9) / 1e6
@@ -690,20 +867,109 @@ class CheckpointStore:
         self._after_commit(checkpoint, tx.decision)
         return checkpoint
 
-    def _seal(self, tx: SaveTransaction, work: Path) -> Manifest:
-        """Hash and fsync every file, then write and fsync the manifest (the commit record)."""
-        if tx._open_writers:
-            names = ", ".join(sorted(tx._open_writers))
-            raise InvalidArgumentError(f"file(s) opened with tx.open() were not closed: {names}")
-        to_hash: builtins.list[tuple[str, Path]] = []
-        dirs: builtins.list[Path] = []
+    def _commit_by_rename(self, tx: SaveTransaction) -> Checkpoint:
+        """Local disk and NFS: fsync everything in ``work/``, then rename it onto ``epochs/NNN``."""
+        work = tx.path
+        try:
+            manifest = self._seal(tx, work)
+        except BaseException:
+            tx._abort("commit failed before publishing")
+            raise
+        target = self._epoch_dir(tx.epoch)
+        _crash.point("before_rename")
+        try:
+            self._fs.rename_dir(work, target)  # type: ignore[attr-defined]
+        except FileExistsError:
+            if not self._committed_by(tx.epoch, manifest.commit_id):
+                tx._abort("the epoch was committed by another writer")
+                raise CommitConflictError(
+                    f"epoch {tx.epoch} was committed by another writer while this one was saving; "
+                    "nothing of this save was kept"
+                ) from None
+        except OSError as exc:
+            if not self._committed_by(tx.epoch, manifest.commit_id):
+                tx._abort(f"rename failed: {exc}")
+                raise CommitFailedError(exc.errno, f"could not publish epoch {tx.epoch}: {exc}") from exc
+        self._active_work.discard(work.name)
+        tx._work = None
+        _crash.point("after_rename")
+        return Checkpoint(self, self._epoch_key(tx.epoch), manifest)
+
+    def _commit_by_record(self, tx: SaveTransaction) -> Checkpoint:
+        """Object stores: upload what was written into ``tx.path``, then write the manifest create-only."""
+        prefix = self._epoch_key(tx.epoch)
+        try:
+            self._upload_staged(tx, prefix)
+            _crash.point("after_files")
+            manifest = self._build_manifest(tx)
+            with _backend_errors(self._fs, f"commit epoch {tx.epoch}"):
+                if not self._holds_claim(tx.epoch):
+                    raise CommitConflictError(
+                        f"epoch {tx.epoch}: this writer's claim was taken over while it was uploading "
+                        "(it was older than work_grace_seconds); nothing of this save was kept"
+                    )
+                _crash.point("before_rename")
+                created = self._fs.create_only(f"{prefix}/{MANIFEST_FILE}", manifest.to_json())
+        except BaseException as exc:
+            if isinstance(exc, CommitConflictError):
+                tx._claimed = False  # the prefix belongs to another writer now: leave it alone
+            tx._abort(f"commit failed before publishing: {exc}")
+            raise
+        if not created and not self._committed_by(tx.epoch, manifest.commit_id):
+            tx._claimed = False
+            tx._abort("the epoch was committed by another writer")
+            raise CommitConflictError(
+                f"epoch {tx.epoch} was committed by another writer while this one was saving "
+                "(the backend does not enforce create-only claims: single-writer mode)"
+            )
+        _crash.point("after_rename")
+        if tx._work is not None:
+            shutil.rmtree(tx._work, ignore_errors=True)
+            tx._work = None
+        tx._claimed = False
+        return Checkpoint(self, prefix, manifest)
+
+    def _upload_staged(self, tx: SaveTransaction, prefix: str) -> None:
+        """Upload the files written into ``tx.path`` in parallel, hashing each in its one read."""
+        staged = self._staged_files(tx, tx.path)
+        total = sum(path.stat().st_size for _, path in staged)
+        bar = make_progress(self.config.progress, total, f"upload epoch {tx.epoch}")
+
+        def upload(item: tuple[str, Path]) -> tuple[str, tuple[int, str]]:
+            rel, path = item
+            key = f"{prefix}/{rel}"
+            with open(path, "rb") as src:
+                sink = self._fs.open_write(key)
+                try:
+                    result = copy_hashing(src, sink, bar)
+                except BaseException:
+                    discard = getattr(sink, "discard", None)
+                    with contextlib.suppress(Exception):
+                        discard() if callable(discard) else sink.close()
+                    raise
+                sink.close()
+            return rel, result
+
+        try:
+            with (
+                _backend_errors(self._fs, f"upload epoch {tx.epoch}"),
+                ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-put") as pool,
+            ):
+                results = list(pool.map(upload, staged))
+        finally:
+            if bar is not None:
+                bar.close()
+        for rel, (size, digest) in results:
+            tx._entries[rel] = FileEntry(path=rel, size=size, xxh3_128=digest)
+
+    def _staged_files(self, tx: SaveTransaction, work: Path) -> builtins.list[tuple[str, Path]]:
+        """The regular files written into ``work`` (not through ``tx.open``), each checked."""
+        found: builtins.list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(work):
             base = Path(dirpath)
-            dirs.append(base)
             for name in dirnames + filenames:
-                full = base / name
-                if full.is_symlink():
-                    raise UnsafePathError(f"{full} is a symlink; checkpoints hold regular files only")
+                if (base / name).is_symlink():
+                    raise UnsafePathError(f"{base / name} is a symlink; checkpoints hold regular files only")
             for name in filenames:
                 full = base / name
                 rel = full.relative_to(work).as_posix()
@@ -711,7 +977,35 @@ class CheckpointStore:
                     raise UnsafePathError(f"{rel!r} is reserved for ckptstore's own records")
                 check_relpath(rel)
                 if rel not in tx._entries:
-                    to_hash.append((rel, full))
+                    found.append((rel, full))
+                elif tx._claimed:
+                    raise UnsafePathError(f"{rel!r} was written both through tx.open() and into tx.path")
+        return found
+
+    def _build_manifest(self, tx: SaveTransaction) -> Manifest:
+        serializer = None
+        if tx.serializer is not None:
+            serializer = {"name": tx.serializer.name, "version": tx.serializer.version()}
+        return Manifest(
+            epoch=tx.epoch,
+            run_id=self.run_id,
+            commit_id=uuid.uuid4().hex,
+            writer={"id": self._writer_id, "host": _HOST, "pid": os.getpid()},
+            committed_at_ns=time.time_ns(),
+            files=tuple(sorted(tx._entries.values(), key=lambda e: e.path)),
+            metrics=tx.metrics,
+            metadata=tx.metadata,
+            step=tx.step,
+            batch=tx.batch,
+            serializer=serializer,
+            framework_versions=_framework_versions(),
+            parent=self._parent,
+        )
+
+    def _seal(self, tx: SaveTransaction, work: Path) -> Manifest:
+        """Hash and fsync every file, then write and fsync the manifest (the commit record)."""
+        to_hash = self._staged_files(tx, work)
+        dirs = [Path(dirpath) for dirpath, _, _ in os.walk(work)]
         try:
             if to_hash:
                 with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-seal") as pool:
@@ -719,138 +1013,215 @@ class CheckpointStore:
                 for rel, (size, digest) in hashed:
                     tx._entries[rel] = FileEntry(path=rel, size=size, xxh3_128=digest)
             _crash.point("after_files")
-            serializer = None
-            if tx.serializer is not None:
-                serializer = {"name": tx.serializer.name, "version": tx.serializer.version()}
-            manifest = Manifest(
-                epoch=tx.epoch,
-                run_id=self.run_id,
-                commit_id=uuid.uuid4().hex,
-                writer={"id": self._writer_id, "host": _HOST, "pid": os.getpid()},
-                committed_at_ns=time.time_ns(),
-                files=tuple(sorted(tx._entries.values(), key=lambda e: e.path)),
-                metrics=tx.metrics,
-                metadata=tx.metadata,
-                step=tx.step,
-                batch=tx.batch,
-                serializer=serializer,
-                framework_versions=_framework_versions(),
-                parent=self._parent,
-            )
+            manifest = self._build_manifest(tx)
             LocalBackend._write_new(work / MANIFEST_FILE, manifest.to_json())
             for directory in reversed(dirs):
-                self._fs.fsync_dir(directory)
+                LocalBackend.fsync_dir(directory)
         except OSError as exc:
             raise CommitFailedError(exc.errno, f"could not write epoch {tx.epoch}: {exc}") from exc
         _crash.point("after_manifest")
         return manifest
 
-    def _committed_by(self, target: Path, commit_id: str) -> bool:
-        """True if ``target`` holds this very commit (an NFS rename whose reply was lost)."""
+    def _committed_by(self, epoch: int, commit_id: str) -> bool:
+        """True if ``epoch`` holds this very commit (an NFS rename or a PUT whose reply was lost)."""
         try:
-            return Manifest.from_json((target / MANIFEST_FILE).read_bytes()).commit_id == commit_id
+            raw = self._fs.read_bytes(f"{self._epoch_key(epoch)}/{MANIFEST_FILE}")
+            return Manifest.from_json(raw).commit_id == commit_id
         except (OSError, ManifestError):
             return False
 
     def _after_commit(self, checkpoint: Checkpoint, decision: SaveDecision) -> None:
-        with self._pointer_lock():
+        with _backend_errors(self._fs, f"update pointers after epoch {checkpoint.epoch}"), self._pointer_lock():
             self._advance_last(checkpoint.epoch)
             _crash.point("after_last")
-            if self.config.monitor is not None and self.config.monitor in checkpoint.metrics:
-                current = self._read_pointer_checkpoint("best")
-                value = checkpoint.metrics[self.config.monitor]
-                if current is None or is_better(value, current.metrics.get(self.config.monitor), self.mode):
-                    self._write_pointer("best", checkpoint.epoch)
+            monitor = self.config.monitor
+            if monitor is not None and monitor in checkpoint.metrics:
+                value = checkpoint.metrics[monitor]
+
+                def better(current: int | None) -> int | None:
+                    pointed = self._checkpoint_or_none(current)
+                    if pointed is None or is_better(value, pointed.metrics.get(monitor), self.mode):
+                        return checkpoint.epoch
+                    return None
+
+                self._update_pointer("best", better)
+            self._update_index(add=[checkpoint])
         _crash.point("after_pointers")
         if self.config.gc_on_save and self.config.keep is not None:
             self.gc()
 
-    # -- pointers -----------------------------------------------------------------------------------
+    # -- pointers and the index ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _pointer_lock(self) -> Iterator[None]:
         with self._lock, self._fs.lock("pointers/.lock"):
             yield
 
+    @staticmethod
+    def _pointer_epoch(raw: bytes | None) -> int | None:
+        if raw is None:
+            return None
+        epoch = _parse_json(raw).get("epoch")
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+            return epoch
+        return None
+
     def _read_pointer(self, name: str) -> int | None:
         """Return the epoch a pointer names, from its JSON form or else its symlink; None if absent."""
+        raw = None
+        with contextlib.suppress(OSError):
+            raw = self._fs.read_bytes(f"pointers/{name}.json")
+        epoch = self._pointer_epoch(raw)
+        if epoch is not None:
+            return epoch
+        local = self._fs.local_path(name)
+        if local is None:
+            return None
         try:
-            data = json.loads(self._fs.read_bytes(f"pointers/{name}.json"))
-            epoch = data["epoch"]
-            if isinstance(epoch, int) and not isinstance(epoch, bool):
-                return epoch
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        try:
-            target = os.readlink(self.root / name)
+            target = os.readlink(local)
         except OSError:
             return None
         tail = Path(target).name
         return int(tail) if tail.isdigit() else None
 
-    def _read_pointer_checkpoint(self, name: str) -> Checkpoint | None:
-        epoch = self._read_pointer(name)
+    def _checkpoint_or_none(self, epoch: int | None) -> Checkpoint | None:
         if epoch is None:
             return None
         try:
             return self.get(epoch, verify=False)
-        except (CheckpointNotFoundError, VerificationError):
+        except (CheckpointNotFoundError, VerificationError, InvalidArgumentError):
             return None
 
-    def _write_pointer(self, name: str, epoch: int) -> None:
-        rel_target = f"epochs/{self._name(epoch)}"
-        record = {
-            "epoch": epoch,
-            "target": rel_target,
-            "updated_at_ns": time.time_ns(),
-            "writer": self._writer_id,
-        }
-        self._fs.write_atomic(f"pointers/{name}.json", json.dumps(record, indent=1).encode())
-        if self._fs.capabilities.symlinks:
+    def _read_pointer_checkpoint(self, name: str) -> Checkpoint | None:
+        return self._checkpoint_or_none(self._read_pointer(name))
+
+    def _update_pointer(self, name: str, decide: Callable[[int | None], int | None]) -> int | None:
+        """Move a pointer by compare-and-swap: ``decide(current)`` returns the new epoch or None to leave it.
+
+        Retried on conflict, so concurrent writers never lose an update; locally the pointer lock
+        serializes writers and the same code runs once.
+
+        Returns:
+            The epoch written, or None if ``decide`` left the pointer alone.
+        """
+        key = f"pointers/{name}.json"
+        for _attempt in range(_CAS_ATTEMPTS):
+            current = self._fs.read_versioned(key)
+            epoch = self._pointer_epoch(current[0] if current else None)
+            if epoch is None and current is None and self._fs.local_path() is not None:
+                epoch = self._read_pointer(name)  # a store made before pointers/ had JSON: the symlink
+            new = decide(epoch)
+            if new is None:
+                return None
+            record = {
+                "epoch": new,
+                "target": self._epoch_key(new),
+                "updated_at_ns": time.time_ns(),
+                "writer": self._writer_id,
+            }
+            if self._fs.write_if(key, json.dumps(record, indent=1).encode(), current[1] if current else None):
+                break
+        else:
+            raise CommitFailedError(
+                errno.EAGAIN, f"could not update the {name} pointer of {self.url}: {_CAS_ATTEMPTS} conflicting writers"
+            )
+        if self._caps.symlinks:
             try:
-                self._fs.replace_symlink(name, rel_target)
+                self._fs.replace_symlink(name, self._epoch_key(new))  # type: ignore[attr-defined]
             except OSError as exc:  # pragma: no cover - mount refused the link after the probe
-                logger.warning("could not update the %s symlink in %s: %s", name, self.root, exc)
-        self._log("POINTER", f"{name} -> epoch {epoch}")
+                logger.warning("could not update the %s symlink in %s: %s", name, self.url, exc)
+        self._log("POINTER", f"{name} -> epoch {new}")
+        return new
+
+    def _write_pointer(self, name: str, epoch: int) -> None:
+        self._update_pointer(name, lambda _current: epoch)
 
     def _advance_last(self, epoch: int) -> None:
-        current = self._read_pointer_checkpoint("last")
-        if current is not None and current.epoch > epoch:
-            self._log("POINTER", f"last stays at epoch {current.epoch} (not moved back to {epoch})")
-            return
-        self._write_pointer("last", epoch)
+        kept: builtins.list[int] = []
+
+        def forward(current: int | None) -> int | None:
+            if current is not None and current > epoch and self._checkpoint_or_none(current) is not None:
+                kept.append(current)
+                return None
+            return epoch
+
+        if self._update_pointer("last", forward) is None and kept:
+            self._log("POINTER", f"last stays at epoch {kept[-1]} (not moved back to {epoch})")
+
+    def _remove_pointer(self, name: str) -> None:
+        self._fs.delete(f"pointers/{name}.json")
+        local = self._fs.local_path(name)
+        if local is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(local)
+
+    def _update_index(
+        self, *, add: Iterable[Checkpoint] = (), remove: Iterable[int] = (), rebuild: bool = False
+    ) -> None:
+        """Apply additions and removals to ``index.json`` by compare-and-swap (a cache of the manifests)."""
+        additions = {c.name: _index_entry(c) for c in add}
+        removals = {self._name(e) for e in remove}
+        for _attempt in range(_CAS_ATTEMPTS):
+            current = self._fs.read_versioned(INDEX_FILE)
+            data = _parse_json(current[0]) if current else {}
+            entries = data.get("checkpoints")
+            if rebuild or not isinstance(entries, dict) or data.get("format") != INDEX_FORMAT:
+                entries = {c.name: _index_entry(c) for c in self._scan()[0]}
+            entries.update(additions)
+            for name in removals:
+                entries.pop(name, None)
+            record = {
+                "format": INDEX_FORMAT,
+                "version": 1,
+                "updated_at_ns": time.time_ns(),
+                "checkpoints": dict(sorted(entries.items())),
+            }
+            if self._fs.write_if(INDEX_FILE, json.dumps(record, indent=1).encode(), current[1] if current else None):
+                return
+        logger.warning(
+            "index.json of %s not updated after %d conflicts; it is rebuilt when read", self.url, _CAS_ATTEMPTS
+        )
 
     # -- reading ------------------------------------------------------------------------------------
-    def _scan(self) -> tuple[list[Checkpoint], list[tuple[Path, Exception]]]:
-        """Read every manifest under ``epochs/``: valid checkpoints, and directories that are not."""
+    def _scan(self) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
+        """Read every manifest under ``epochs/``: valid checkpoints, and folders that are not.
+
+        On object stores a folder without a manifest is a save in progress (or abandoned), not a
+        damaged checkpoint, and is left out of both lists.
+        """
         good: builtins.list[Checkpoint] = []
-        bad: builtins.list[tuple[Path, Exception]] = []
-        try:
-            names = sorted(os.listdir(self.root / "epochs"))
-        except FileNotFoundError:
-            return good, bad
+        bad: builtins.list[tuple[str, Exception]] = []
+        with _backend_errors(self._fs, "list checkpoints"):
+            names = [n for n in self._fs.listdir("epochs") if n.isdigit()]
+            raw = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in names)
         for name in names:
-            if not name.isdigit():
+            key = f"epochs/{name}"
+            data = raw.get(f"{key}/{MANIFEST_FILE}")
+            if data is None:
+                if self._caps.atomic_rename:
+                    bad.append((key, ManifestError(f"{self.url}/{key} has no {MANIFEST_FILE}; it is not a checkpoint")))
                 continue
-            path = self.root / "epochs" / name
             try:
-                manifest = self._read_manifest(path)
-            except (OSError, VerificationError) as exc:
-                bad.append((path, exc))
-                continue
-            good.append(Checkpoint(self, path, manifest))
+                good.append(Checkpoint(self, key, self._parse_manifest(key, data)))
+            except VerificationError as exc:
+                bad.append((key, exc))
         return good, bad
 
-    def _read_manifest(self, path: Path) -> Manifest:
-        where = path / MANIFEST_FILE
-        try:
-            manifest = Manifest.from_json(where.read_bytes(), where=str(where))
-        except FileNotFoundError:
-            if path.exists():
-                raise ManifestError(f"{path} has no {MANIFEST_FILE}; it is not a checkpoint") from None
-            raise CheckpointNotFoundError(f"no checkpoint at {path}") from None
-        if self._name(manifest.epoch) != path.name:
-            raise ManifestError(f"{where} says epoch {manifest.epoch}, but its directory is {path.name}")
+    def _parse_manifest(self, key: str, data: bytes) -> Manifest:
+        where = f"{self.url}/{key}/{MANIFEST_FILE}"
+        manifest = Manifest.from_json(data, where=where)
+        if f"epochs/{self._name(manifest.epoch)}" != key:
+            raise ManifestError(f"{where} says epoch {manifest.epoch}, but its folder is {key}")
         return manifest
+
+    def _read_manifest(self, key: str) -> Manifest:
+        try:
+            with _backend_errors(self._fs, f"read {key}"):
+                data = self._fs.read_bytes(f"{key}/{MANIFEST_FILE}")
+        except FileNotFoundError:
+            if self._caps.atomic_rename and self._fs.exists(key):
+                raise ManifestError(f"{self.url}/{key} has no {MANIFEST_FILE}; it is not a checkpoint") from None
+            raise CheckpointNotFoundError(f"no checkpoint at {self.url}/{key}") from None
+        return self._parse_manifest(key, data)
 
     def get(self, epoch: int, *, verify: bool = False) -> Checkpoint:
         """Return the committed checkpoint of ``epoch``.
@@ -864,10 +1235,12 @@ class CheckpointStore:
             VerificationError: its manifest is invalid (or, with ``verify``, a file is wrong).
         """
         epoch = check_epoch(epoch, self.width)
-        path = self._epoch_dir(epoch)
-        if not path.exists():
-            raise CheckpointNotFoundError(f"no checkpoint for epoch {epoch} in {self.root}")
-        checkpoint = Checkpoint(self, path, self._read_manifest(path))
+        key = self._epoch_key(epoch)
+        try:
+            manifest = self._read_manifest(key)
+        except CheckpointNotFoundError:
+            raise CheckpointNotFoundError(f"no checkpoint for epoch {epoch} in {self.url}") from None
+        checkpoint = Checkpoint(self, key, manifest)
         return checkpoint.verify() if verify else checkpoint
 
     def list(self) -> builtins.list[Checkpoint]:
@@ -881,18 +1254,29 @@ class CheckpointStore:
         return len(self.list())
 
     def __contains__(self, epoch: object) -> bool:
-        return isinstance(epoch, int) and (self._epoch_dir(epoch) / MANIFEST_FILE).exists()
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            return False
+        return self._fs.exists(f"{self._epoch_key(epoch)}/{MANIFEST_FILE}")
 
-    @staticmethod
-    def _recency_key(checkpoint: Checkpoint) -> tuple[int, int, tuple[tuple[int, int | str], ...]]:
-        try:
-            mtime = (checkpoint.path / MANIFEST_FILE).stat().st_mtime_ns
-        except OSError:
+    def _by_recency(self, checkpoints: Iterable[Checkpoint] | None = None) -> builtins.list[Checkpoint]:
+        """Newest first: commit time, then the manifest's mtime, then the numeric-aware largest name.
+
+        The mtime is read only for checkpoints whose commit times tie, so this costs no request per
+        checkpoint on object stores.
+        """
+        items = builtins.list(self._scan()[0] if checkpoints is None else checkpoints)
+        counts: dict[int, int] = {}
+        for c in items:
+            counts[c.manifest.committed_at_ns] = counts.get(c.manifest.committed_at_ns, 0) + 1
+
+        def key(c: Checkpoint) -> tuple[int, int, tuple[tuple[int, int | str], ...]]:
             mtime = 0
-        return (checkpoint.manifest.committed_at_ns, mtime, natural_key(checkpoint.name))
+            if counts[c.manifest.committed_at_ns] > 1:
+                with contextlib.suppress(OSError):
+                    mtime = self._fs.mtime_ns(f"{c.key}/{MANIFEST_FILE}")
+            return (c.manifest.committed_at_ns, mtime, natural_key(c.name))
 
-    def _by_recency(self) -> builtins.list[Checkpoint]:
-        return sorted(self._scan()[0], key=self._recency_key, reverse=True)
+        return sorted(items, key=key, reverse=True)
 
     def latest(self) -> Checkpoint:
         """The most recent checkpoint.
@@ -914,7 +1298,7 @@ class CheckpointStore:
             return newer
         ordered = self._by_recency()
         if not ordered:
-            raise CheckpointNotFoundError(f"the store at {self.root} holds no checkpoint")
+            raise CheckpointNotFoundError(f"the store at {self.url} holds no checkpoint")
         newest = ordered[0]
         self._repair("last", newest.epoch)
         return newest
@@ -946,7 +1330,7 @@ class CheckpointStore:
                 return pointed
         scored = [c for c in self.list() if monitor in c.metrics]
         if not scored:
-            raise CheckpointNotFoundError(f"no checkpoint in {self.root} has the metric {monitor!r}")
+            raise CheckpointNotFoundError(f"no checkpoint in {self.url} has the metric {monitor!r}")
         winner = _best_of(scored, monitor, resolved)
         if monitor == self.config.monitor and resolved == self.mode:
             self._repair("best", winner.epoch)
@@ -954,8 +1338,10 @@ class CheckpointStore:
 
     def _highest_committed_above(self, epoch: int) -> Checkpoint | None:
         """The highest-numbered valid checkpoint above ``epoch`` (one listing; manifests read lazily)."""
-        for name in sorted(_listdir(self.root / "epochs"), reverse=True):
-            if not name.isdigit() or int(name) <= epoch:
+        for name in sorted(self._fs.listdir("epochs"), reverse=True):
+            if not name.isdigit():
+                continue
+            if int(name) <= epoch:
                 break
             with contextlib.suppress(CheckpointNotFoundError, VerificationError):
                 return self.get(int(name))
@@ -964,12 +1350,17 @@ class CheckpointStore:
     def _repair(self, name: str, epoch: int, *, stale: bool = False) -> None:
         if not self._writable:
             return
-        with contextlib.suppress(OSError), self._pointer_lock():
-            current = self._read_pointer_checkpoint(name)
-            if current is None or (stale and current.epoch < epoch):
-                what = "stale" if current is not None else "missing or dangling"
+
+        def fix(current: int | None) -> int | None:
+            pointed = self._checkpoint_or_none(current)
+            if pointed is None or (stale and pointed.epoch < epoch):
+                what = "stale" if pointed is not None else "missing or dangling"
                 self._log("REPAIR", f"{name} pointer was {what}", logging.WARNING)
-                self._write_pointer(name, epoch)
+                return epoch
+            return None
+
+        with contextlib.suppress(OSError, CkptStoreError), self._pointer_lock():
+            self._update_pointer(name, fix)
 
     # -- restart and rollback -----------------------------------------------------------------------
     def restart(
@@ -999,47 +1390,61 @@ class CheckpointStore:
         with contextlib.suppress(CheckpointNotFoundError):
             pointed = self.latest()
             candidates.append(pointed)
-        candidates += [c for c in sorted(good, key=self._recency_key, reverse=True) if c != pointed]
-        failed: builtins.list[tuple[Path, Exception]] = list(bad)
+        candidates += [c for c in self._by_recency(good) if c != pointed]
+        failed: builtins.list[tuple[str, Exception]] = list(bad)
         chosen: Checkpoint | None = None
         for candidate in candidates:
             try:
                 chosen = candidate.verify() if check else candidate
                 break
             except VerificationError as exc:
-                failed.append((candidate.path, exc))
+                failed.append((candidate.key, exc))
                 self._log(
                     "VERIFY",
                     f"epoch {candidate.epoch} fails verification, skipped: {exc}",
                     logging.WARNING,
                 )
         if chosen is None:
-            for path, problem in bad:
+            for key, problem in bad:
                 self._log(
                     "VERIFY",
-                    f"{path.name} is not a valid checkpoint, skipped: {problem}",
+                    f"{key} is not a valid checkpoint, skipped: {problem}",
                     logging.WARNING,
                 )
             if mode == "required":
-                raise CheckpointNotFoundError(f"restart_mode=required but no checkpoint in {self.root} verifies")
+                raise CheckpointNotFoundError(f"restart_mode=required but no checkpoint in {self.url} verifies")
             self._log("RESTART", "no valid checkpoint: starting from scratch")
             return None
-        newer_bad = [p for p, _ in failed if p.name.isdigit() and int(p.name) > chosen.epoch]
+        newer_bad = [k for k, _ in failed if _tail(k).isdigit() and int(_tail(k)) > chosen.epoch]
         if newer_bad and self._writable:
-            with self._pointer_lock():
-                for path in newer_bad:
-                    self._retire(path, "corrupt")
+            with _backend_errors(self._fs, "retire corrupt checkpoints"), self._pointer_lock():
+                for key in newer_bad:
+                    self._retire(key, "corrupt")
                 self._write_pointer("last", chosen.epoch)
                 self._recompute_best()
         self._parent = chosen.epoch
         self._log("RESTART", f"resuming from epoch {chosen.epoch}")
         return chosen
 
-    def _retire(self, path: Path, why: str) -> None:
-        dest = self.root / "retired" / f"{path.name}.{why}.{uuid.uuid4().hex[:8]}"
-        with contextlib.suppress(FileNotFoundError):
-            self._fs.rename_dir(path, dest)
-            self._log("RETIRE", f"{path.name} -> retired/{dest.name} ({why})")
+    def _retire(self, key: str, why: str) -> None:
+        """Take an epoch out of ``epochs/`` in one step so its number can be written again.
+
+        Locally it is renamed into ``retired/`` (kept until the next gc); on object stores, where a
+        copy would cost a full upload, its manifest is deleted (it stops being a checkpoint) and
+        then its files.
+        """
+        name = _tail(key)
+        if self._caps.atomic_rename:
+            dest = self.root / "retired" / f"{name}.{why}.{uuid.uuid4().hex[:8]}"
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rename_dir(self._fs.local_path(key), dest)  # type: ignore[attr-defined]
+                self._log("RETIRE", f"{name} -> retired/{dest.name} ({why})")
+        else:
+            self._fs.delete(f"{key}/{MANIFEST_FILE}")
+            self._fs.delete_tree(key, last=[CLAIM_FILE])
+            self._log("RETIRE", f"{name} deleted ({why}; object stores keep no retired copy)")
+        if name.isdigit():
+            self._update_index(remove=[int(name)])
 
     def _recompute_best(self) -> None:
         monitor = self.config.monitor
@@ -1047,9 +1452,7 @@ class CheckpointStore:
             return
         scored = [c for c in self.list() if monitor in c.metrics]
         if not scored:
-            for suffix in (".json", ""):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.root / ("pointers/best" + suffix if suffix else "best"))
+            self._remove_pointer("best")
             return
         winner = _best_of(scored, monitor, self.mode)
         if self._read_pointer("best") != winner.epoch:
@@ -1068,10 +1471,10 @@ class CheckpointStore:
         self.wait()
         self._check_writable()
         target = self.get(epoch, verify=verify)
-        with self._pointer_lock():
-            for name in sorted(os.listdir(self.root / "epochs")):
+        with _backend_errors(self._fs, "roll back"), self._pointer_lock():
+            for name in self._fs.listdir("epochs"):
                 if name.isdigit() and int(name) > target.epoch:
-                    self._retire(self.root / "epochs" / name, f"rollback-to-{target.epoch}")
+                    self._retire(f"epochs/{name}", f"rollback-to-{target.epoch}")
             self._write_pointer("last", target.epoch)
             self._recompute_best()
         self._parent = target.epoch
@@ -1087,23 +1490,25 @@ class CheckpointStore:
         """
         self._check_writable()
         checkpoint = self.get(epoch)
-        if self._fs.create_exclusive(f"pins/{checkpoint.name}", b"{}"):
+        with _backend_errors(self._fs, f"pin epoch {epoch}"):
+            created = self._fs.create_only(f"pins/{checkpoint.name}", b"{}")
+        if created:
             self._log("PIN", f"epoch {checkpoint.epoch}")
 
     def unpin(self, epoch: int) -> None:
         """Remove the protection of :meth:`pin` (no error if it was not pinned)."""
         self._check_writable()
         epoch = check_epoch(epoch, self.width)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.root / "pins" / self._name(epoch))
-            self._log("UNPIN", f"epoch {epoch}")
+        key = f"pins/{self._name(epoch)}"
+        with _backend_errors(self._fs, f"unpin epoch {epoch}"):
+            if self._fs.exists(key):
+                self._fs.delete(key)
+                self._log("UNPIN", f"epoch {epoch}")
 
     def pinned(self) -> builtins.list[int]:
         """The pinned epochs."""
-        try:
-            return sorted(int(n) for n in os.listdir(self.root / "pins") if n.isdigit())
-        except FileNotFoundError:
-            return []
+        with _backend_errors(self._fs, "list pins"):
+            return sorted(int(n) for n in self._fs.listdir("pins") if n.isdigit())
 
     # -- keep policy and garbage collection ----------------------------------------------------------
     def _protected(self) -> dict[int, str]:
@@ -1152,45 +1557,101 @@ class CheckpointStore:
             leftovers = self._leftovers()
             if dry_run:
                 return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=True)
-            for decision in decisions:
-                if decision.action == "delete":
-                    self._delete(decision.epoch, decision.reason)
-            for rel, why in leftovers:
-                path = self.root / rel
-                if rel.startswith(("work/", "retired/")):
-                    trash = self.root / "trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
-                    with contextlib.suppress(FileNotFoundError):
-                        self._fs.rename_dir(path, trash)
-                        path = trash
-                if self._fs.remove_tree(path):
-                    self._log("GC", f"removed {rel} ({why})")
+            with _backend_errors(self._fs, "collect garbage"):
+                deleted = [d.epoch for d in decisions if d.action == "delete"]
+                for decision in decisions:
+                    if decision.action == "delete":
+                        self._delete(decision.epoch, decision.reason)
+                if deleted:
+                    self._update_index(remove=deleted)
+                for rel, why in leftovers:
+                    if self._remove_leftover(rel):
+                        self._log("GC", f"removed {rel} ({why})")
             return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=False)
 
+    def _remove_leftover(self, rel: str) -> bool:
+        if rel.startswith("upload:"):
+            key, _, upload_id = rel[len("upload:") :].rpartition("#")
+            self._fs.abort_upload(PendingUpload(key=key, upload_id=upload_id, initiated_ns=0))
+            return True
+        if not self._caps.atomic_rename:
+            return self._fs.delete_tree(rel, last=[CLAIM_FILE])
+        path = self.root / rel
+        if rel.startswith(("work/", "retired/")):
+            trash = self.root / "trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rename_dir(path, trash)  # type: ignore[attr-defined]
+                path = trash
+        return self._fs.delete_tree(path.relative_to(self.root).as_posix())
+
     def _delete(self, epoch: int, reason: str) -> None:
-        source = self._epoch_dir(epoch)
-        trash = self.root / "trash" / f"{source.name}.{uuid.uuid4().hex[:8]}"
-        try:
-            self._fs.rename_dir(source, trash)
-        except FileNotFoundError:
-            return
+        """Delete one checkpoint: it stops existing in one step, then its files go."""
+        key = self._epoch_key(epoch)
+        if self._caps.atomic_rename:
+            trash = f"trash/{self._name(epoch)}.{uuid.uuid4().hex[:8]}"
+            try:
+                self._fs.rename_dir(self._epoch_dir(epoch), self.root / trash)  # type: ignore[attr-defined]
+            except FileNotFoundError:
+                return
+        else:
+            trash = key
+            self._fs.delete(f"{key}/{MANIFEST_FILE}")
         _crash.point("gc_after_trash")
         self._stats["deleted"] += 1
         self._log("DELETE", f"epoch {epoch}: {reason}")
-        self._fs.remove_tree(trash)
+        self._fs.delete_tree(trash, last=[CLAIM_FILE])
 
     def _leftovers(self) -> builtins.list[tuple[str, str]]:
+        if not self._caps.atomic_rename:
+            return self._object_leftovers()
         found: builtins.list[tuple[str, str]] = []
         now = time.time()
-        for name in _listdir(self.root / "work"):
+        for name in self._fs.listdir("work"):
             if name in self._active_work:
                 continue
             why = self._abandoned(name, self.root / "work" / name, now)
             if why:
                 found.append((f"work/{name}", why))
-        for name in _listdir(self.root / "retired"):
+        for name in self._fs.listdir("retired"):
             found.append((f"retired/{name}", "retired by rollback or restart"))
-        for name in _listdir(self.root / "trash"):
+        for name in self._fs.listdir("trash"):
             found.append((f"trash/{name}", "deleted checkpoint not yet fully removed"))
+        return found
+
+    def _object_leftovers(self) -> builtins.list[tuple[str, str]]:
+        """Claimed folders without a manifest whose writer is gone, and their unfinished uploads."""
+        found: builtins.list[tuple[str, str]] = []
+        now = time.time_ns()
+        with _backend_errors(self._fs, "look for leftovers"):
+            names = [n for n in self._fs.listdir("epochs") if n.isdigit()]
+            manifests = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in names)
+            pending = [n for n in names if manifests.get(f"epochs/{n}/{MANIFEST_FILE}") is None]
+            claims = self._fs.read_many(f"epochs/{n}/{CLAIM_FILE}" for n in pending)
+            abandoned: set[str] = set()
+            for name in pending:
+                raw = claims.get(f"epochs/{name}/{CLAIM_FILE}")
+                if raw is None:
+                    why: str | None = "files without a claim or a manifest (an interrupted delete)"
+                else:
+                    info = _parse_json(raw)
+                    if info.get("writer") == self._writer_id:
+                        continue
+                    why = self._claim_abandoned(info, now)
+                if why is not None:
+                    abandoned.add(name)
+                    found.append((f"epochs/{name}", f"uncommitted save: {why}"))
+            grace_ns = int(self.config.work_grace_seconds * 1e9)
+            for upload in self._fs.pending_uploads("epochs"):
+                epoch_name = upload.key.split("/")[1] if upload.key.count("/") >= 2 else ""
+                if epoch_name in abandoned:
+                    why = "its save was abandoned"
+                elif manifests.get(f"epochs/{epoch_name}/{MANIFEST_FILE}") is not None:
+                    why = "its checkpoint is committed without it"
+                elif now - upload.initiated_ns > grace_ns:
+                    why = f"started {(now - upload.initiated_ns) / 1e9:.0f}s ago"
+                else:
+                    continue
+                found.append((f"upload:{upload.key}#{upload.upload_id}", f"unfinished multipart upload: {why}"))
         return found
 
     def _abandoned(self, name: str, path: Path, now: float) -> str | None:
@@ -1311,11 +1772,85 @@ def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Chec
     return min(scored, key=lambda c: (sign * c.metrics[metric], -c.epoch))
 
 
-def _listdir(path: Path) -> builtins.list[str]:
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object from ``raw``, or {} when it is not one (records are caches or hints)."""
     try:
-        return sorted(os.listdir(path))
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tail(key: str) -> str:
+    return key.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _age(info: Mapping[str, Any]) -> str:
+    claimed = info.get("claimed_at_ns")
+    if not isinstance(claimed, int):
+        return "an unknown time"
+    return f"{(time.time_ns() - claimed) / 1e9:.0f}s"
+
+
+def _index_entry(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "epoch": checkpoint.epoch,
+        "metrics": checkpoint.metrics,
+        "size": checkpoint.size,
+        "committed_at_ns": checkpoint.manifest.committed_at_ns,
+        "run_id": checkpoint.run_id,
+        "commit_id": checkpoint.manifest.commit_id,
+        "step": checkpoint.step,
+        "batch": checkpoint.batch,
+    }
+
+
+_AUTH_MARKERS = (
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "RefreshError",
+    "DefaultCredentialsError",
+)
+_AUTH_HINTS = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
+    "storage_options={'key': ..., 'secret': ...} (S3-compatible servers also need "
+    "storage_options={'endpoint_url': ...} or AWS_ENDPOINT_URL)",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS, or pass storage_options={'token': ...} ('anon' for a local emulator)",
+}
+
+
+def _auth_problem(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ in _AUTH_MARKERS or any(m in str(seen) for m in _AUTH_MARKERS[2:]):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, PermissionError) and not isinstance(exc, CkptStoreError)
+
+
+@contextlib.contextmanager
+def _backend_errors(backend: Backend, doing: str) -> Iterator[None]:
+    """Turn a backend's refusal of credentials into :class:`BackendAuthError` that names the fix."""
+    try:
+        yield
+    except CkptStoreError:
+        raise
     except FileNotFoundError:
-        return []
+        raise
+    except Exception as exc:
+        if _auth_problem(exc):
+            scheme = "gs" if backend.scheme in ("gs", "gcs") else backend.scheme
+            hint = _AUTH_HINTS.get(scheme, "check the credentials in storage_options")
+            raise BackendAuthError(
+                f"{backend.url}: could not {doing}: the {backend.scheme} backend refused the credentials "
+                f"or found none ({type(exc).__name__}); {hint}"
+            ) from None
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -1358,28 +1893,25 @@ def open_store(
     url: str | os.PathLike[str],
     *,
     create: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> CheckpointStore:
     """Open (or create) the store at ``url``.
 
     Args:
-        url: A local path or ``file://`` URL (object stores arrive with the next release).
+        url: A local path, ``file://``, ``s3://bucket/prefix``, ``gs://bucket/prefix``,
+            ``memory://name`` or any other fsspec URL (see the backend pages of the docs).
         create: Create the store if missing (default True).
+        storage_options: Options for the fsspec filesystem: endpoint, credentials, ... (S3 also
+            reads the usual ``AWS_*`` variables, GCS ``GOOGLE_APPLICATION_CREDENTIALS``).
         **options: The fields of :class:`StoreConfig` (``keep``, ``monitor``, ``mode``, ...).
 
     Raises:
-        UnsupportedURLError: the URL's scheme is not supported.
+        UnsupportedURLError: no backend serves the URL's scheme.
+        BackendUnavailableError: the backend's package is missing (names the extra to install).
+        BackendAuthError: the backend refused the credentials or found none.
         InvalidArgumentError: an option is unknown or invalid.
     """
-    text = os.fspath(url)
-    if "://" in text:
-        scheme, _, rest = text.partition("://")
-        if scheme != "file":
-            raise UnsupportedURLError(
-                f"{text!r}: the {scheme!r} scheme is not supported by this ckptstore release; "
-                "use a local path, an NFS mount or a file:// URL"
-            )
-        text = rest
     try:
         config = StoreConfig(**options)
     except CkptStoreError:
@@ -1388,4 +1920,4 @@ def open_store(
         raise InvalidArgumentError(f"unknown or mistyped option for ckptstore.open: {exc}") from None
     except ValueError as exc:
         raise InvalidArgumentError(f"invalid option for ckptstore.open: {exc.args[0]}") from None
-    return CheckpointStore(text, config, create=create)
+    return CheckpointStore(url, config, create=create, storage_options=storage_options)

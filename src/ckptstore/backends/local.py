@@ -15,11 +15,12 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from ..errors import StoreNotWritableError
-from .base import Capabilities
+from .base import Backend, Capabilities
 
 __all__ = ["LocalBackend"]
 
@@ -29,16 +30,22 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """File operations on a local (or NFS-mounted) store root.
 
     Args:
         root: The store's root directory.
     """
 
+    scheme = "file"
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._capabilities: Capabilities | None = None
+
+    def local_path(self, key: str = "") -> Path:
+        """The absolute path of ``key``."""
+        return self.root / key if key else self.root
 
     @property
     def url(self) -> str:
@@ -55,6 +62,7 @@ class LocalBackend:
                 compare_and_swap=False,
                 symlinks=self._probe_symlinks(),
                 fsync=True,
+                mtime_resolution_ns=1,
             )
         return self._capabilities
 
@@ -190,14 +198,14 @@ class LocalBackend:
         return not path.exists()
 
     @contextlib.contextmanager
-    def lock(self, rel: str) -> Iterator[None]:
+    def lock(self, key: str) -> Iterator[None]:
         """Hold an exclusive advisory lock (``flock``) on ``rel`` for the duration of the block.
 
         It serializes pointer updates between processes on one host (and between NFS clients where
         the server supports locks). Correctness does not rest on it alone: pointers only move
         forward and are repaired from the manifests.
         """
-        path = self.path(rel)
+        path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -206,6 +214,88 @@ class LocalBackend:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    # -- the Backend interface ----------------------------------------------------------------------
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """Return the content and a version (inode, mtime, size) of ``key``; None if absent."""
+        try:
+            with open(self.path(key), "rb") as f:
+                st = os.fstat(f.fileno())
+                return f.read(), f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+        except FileNotFoundError:
+            return None
+
+    def write_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Create-only (``version`` None) or replace if unchanged; callers hold :meth:`lock`."""
+        if version is None:
+            return self.create_exclusive(key, data)
+        current = self.read_versioned(key)
+        if current is None or current[1] != version:
+            return False
+        self.write_atomic(key, data)
+        return True
+
+    def write(self, key: str, data: bytes) -> None:
+        """Replace ``key`` atomically."""
+        self.write_atomic(key, data)
+
+    def exists(self, key: str) -> bool:
+        """True if ``key`` exists (a symlink counts only if its target does)."""
+        return self.path(key).exists()
+
+    def listdir(self, prefix: str) -> list[str]:
+        """Sorted entries of a directory; [] if it does not exist."""
+        try:
+            return sorted(os.listdir(self.path(prefix)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def walk(self, prefix: str) -> dict[str, int]:
+        """Every regular file under ``prefix``: relative path -> size."""
+        base = self.path(prefix)
+        found: dict[str, int] = {}
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for name in filenames:
+                full = Path(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    found[full.relative_to(base).as_posix()] = full.lstat().st_size
+        return found
+
+    def mtime_ns(self, key: str) -> int:
+        """The file's mtime in ns."""
+        return self.path(key).stat().st_mtime_ns
+
+    def delete(self, key: str) -> None:
+        """Unlink a file; no error if absent."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(key))
+
+    def delete_tree(self, prefix: str, *, last: Iterable[str] = ()) -> bool:
+        """Remove a directory tree, best effort (see :meth:`remove_tree`)."""
+        del last  # a directory disappears with rmtree; callers rename it away first
+        return self.remove_tree(self.path(prefix))
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open a file for reading."""
+        return open(self.path(key), "rb")
+
+    def open_write(self, key: str) -> IO[bytes]:
+        """Create a new file (it must not exist)."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return open(target, "xb")
+
+    def append_log(self, line: str, writer: str) -> None:
+        """Append to ``ckpt.log``."""
+        del writer
+        self.append_line("ckpt.log", line)
+
+    def read_log(self) -> list[str]:
+        """The lines of ``ckpt.log``."""
+        try:
+            return self.path("ckpt.log").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
 
     def append_line(self, rel: str, line: str) -> None:
         """Append one line with a single ``write`` on an ``O_APPEND`` descriptor (no interleaving)."""

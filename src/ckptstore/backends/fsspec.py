@@ -1,0 +1,212 @@
+"""Any fsspec filesystem as a ckptstore backend, and the base of the object-store backends.
+
+Object stores have no rename and no append, so a store on them commits with a create-only
+``MANIFEST.json`` written after the files, keeps its log as small objects under ``log/``, and updates
+pointers by compare-and-swap where the backend can. This module holds what is common to every
+fsspec filesystem; :mod:`.s3`, :mod:`.gcs` and :mod:`.memory` add the atomic conditional writes their
+services offer. A filesystem that offers none (an arbitrary fsspec protocol) is declared without
+create-only writes and compare-and-swap, so the store runs it in single-writer mode and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+import xxhash
+
+from .base import Backend, Capabilities
+
+__all__ = ["PART_SIZE", "FsspecBackend"]
+
+logger = logging.getLogger("ckptstore")
+
+PART_SIZE = 8 * 1024 * 1024
+"""Bytes buffered per streamed upload before a part is sent (S3's minimum part is 5 MiB)."""
+
+_LOG_SEQ = itertools.count()
+
+
+class FsspecBackend(Backend):
+    """A store root on an fsspec filesystem.
+
+    Args:
+        fs: The filesystem instance.
+        root: The root path in the filesystem's own notation (``bucket/prefix``), no trailing slash.
+        url: The store's URL as the user gave it (for messages; never holds credentials).
+    """
+
+    def __init__(self, fs: Any, root: str, url: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self._url = url
+        self.scheme = url.split("://", 1)[0] if "://" in url else "?"
+
+    @property
+    def url(self) -> str:
+        """The store root as a URL."""
+        return self._url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A generic fsspec filesystem promises no atomic conditional writes."""
+        return Capabilities(
+            atomic_rename=False,
+            create_only=False,
+            compare_and_swap=False,
+            symlinks=False,
+            fsync=False,
+            mtime_resolution_ns=1_000_000_000,
+        )
+
+    def _p(self, key: str) -> str:
+        return f"{self.root}/{key}".rstrip("/") if key else self.root
+
+    def _rel(self, path: str) -> str:
+        path = path.rstrip("/")
+        base = self.root + "/"
+        return path[len(base) :] if path.startswith(base) else path
+
+    # -- small objects --------------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        """Return the content of ``key``."""
+        data: bytes = self.fs.cat_file(self._p(key))
+        return data
+
+    def read_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """Read several objects in one concurrent batch (async filesystems)."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        paths = [self._p(k) for k in wanted]
+        raw = self.fs.cat(paths, on_error="return")
+        if not isinstance(raw, dict):  # a single path comes back bare
+            raw = {paths[0]: raw}
+        out: dict[str, bytes | None] = {}
+        for key, path in zip(wanted, paths, strict=True):
+            value = raw.get(path)
+            if value is None:
+                value = raw.get(self.fs._strip_protocol(path))
+            if isinstance(value, FileNotFoundError) or value is None:
+                out[key] = None
+            elif isinstance(value, BaseException):
+                raise value
+            else:
+                out[key] = bytes(value)
+        return out
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """Content and a content hash as its version (not atomic: single-writer backends only)."""
+        try:
+            data = self.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        return data, xxhash.xxh3_64_hexdigest(data)
+
+    def write_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Check, then write: correct only with a single writer (this backend's capabilities say so)."""
+        current = self.read_versioned(key)
+        if (current is None) != (version is None) or (current is not None and current[1] != version):
+            return False
+        self.write(key, data)
+        return True
+
+    def write(self, key: str, data: bytes) -> None:
+        """Replace ``key`` with one PUT (object stores replace whole objects atomically)."""
+        self.fs.pipe_file(self._p(key), data)
+
+    # -- listing ----------------------------------------------------------------------------------------
+    def _invalidate(self, key: str = "") -> None:
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self._p(key))
+
+    def exists(self, key: str) -> bool:
+        """True if ``key`` is an object or a non-empty prefix."""
+        self._invalidate(key)
+        return bool(self.fs.exists(self._p(key)))
+
+    def listdir(self, prefix: str) -> list[str]:
+        """Names of the direct children of ``prefix``."""
+        self._invalidate(prefix)
+        try:
+            entries = self.fs.ls(self._p(prefix), detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        base = self._p(prefix).rstrip("/") + "/"
+        names = set()
+        for entry in entries:
+            path = self.fs._strip_protocol(entry).rstrip("/")
+            if path.startswith(base):
+                names.add(path[len(base) :].split("/", 1)[0])
+        return sorted(n for n in names if n)
+
+    def walk(self, prefix: str) -> dict[str, int]:
+        """Every object under ``prefix`` with its size."""
+        self._invalidate(prefix)
+        try:
+            found = self.fs.find(self._p(prefix), detail=True, withdirs=False)
+        except FileNotFoundError:
+            return {}
+        base = self._p(prefix).rstrip("/") + "/"
+        out: dict[str, int] = {}
+        for path, info in found.items():
+            path = self.fs._strip_protocol(path)
+            if path.startswith(base) and info.get("type", "file") != "directory":
+                out[path[len(base) :]] = int(info.get("size") or 0)
+        return out
+
+    def mtime_ns(self, key: str) -> int:
+        """LastModified (S3: one-second resolution) in ns."""
+        modified = self.fs.modified(self._p(key))
+        return int(modified.timestamp() * 1_000_000_000)
+
+    # -- removal ----------------------------------------------------------------------------------------
+    def delete(self, key: str) -> None:
+        """Remove one object."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._p(key))
+
+    def delete_tree(self, prefix: str, *, last: Iterable[str] = ()) -> bool:
+        """Remove every object under ``prefix``; those in ``last`` after the others."""
+        keep_for_last = {self._p(f"{prefix}/{name}") for name in last}
+        paths = [self._p(f"{prefix}/{rel}") for rel in self.walk(prefix)]
+        first = [p for p in paths if p not in keep_for_last]
+        final = [p for p in paths if p in keep_for_last]
+        for batch in (first, final):
+            if batch:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(batch)
+        self._invalidate(prefix)
+        return not self.walk(prefix)
+
+    # -- streams ----------------------------------------------------------------------------------------
+    def open_read(self, key: str) -> IO[bytes]:
+        """A buffered reader."""
+        stream: IO[bytes] = self.fs.open(self._p(key), "rb")
+        return stream
+
+    def open_write(self, key: str) -> IO[bytes]:
+        """A writer that buffers one part of :data:`PART_SIZE` bytes at a time."""
+        stream: IO[bytes] = self.fs.open(self._p(key), "wb", block_size=PART_SIZE)
+        return stream
+
+    # -- log --------------------------------------------------------------------------------------------
+    def append_log(self, line: str, writer: str) -> None:
+        """Write the line as its own small object ``log/<time>-<writer>-<seq>``."""
+        key = f"log/{time.time_ns():020d}-{writer}-{next(_LOG_SEQ):06d}"
+        self.write(key, (line.rstrip("\n") + "\n").encode("utf-8", "replace"))
+
+    def read_log(self) -> list[str]:
+        """Every log object, in name (= time) order."""
+        names = self.listdir("log")
+        contents = self.read_many(f"log/{n}" for n in names)
+        lines: list[str] = []
+        for name in names:
+            data = contents.get(f"log/{name}")
+            if data:
+                lines.extend(data.decode("utf-8", "replace").splitlines())
+        return lines

@@ -1,0 +1,130 @@
+"""S3 and S3-compatible services (AWS, SeaweedFS, MinIO, R2, ...) through s3fs.
+
+S3 gives the two atomic operations a store needs: a PUT with ``If-None-Match: *`` creates an object
+only if it does not exist (the claim on an epoch and the commit record), and a PUT with
+``If-Match: <etag>`` replaces it only if nobody changed it since it was read (pointers, index).
+Servers report a failed precondition differently (AWS names the condition, SeaweedFS does not, so
+s3fs raises ``FileExistsError`` for one and ``OSError(EINVAL)`` for the other); this module
+recognizes the HTTP 412 / ``PreconditionFailed`` code itself. A writer killed mid-upload leaves
+an unfinished multipart upload; :meth:`S3Backend.pending_uploads` lets gc find and abort it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+from typing import Any
+
+from fsspec.asyn import sync
+
+from .base import Capabilities, PendingUpload
+from .fsspec import FsspecBackend
+
+__all__ = ["S3Backend", "is_precondition_failure"]
+
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def is_precondition_failure(exc: BaseException) -> bool:
+    """True if ``exc`` (or its cause chain) is an HTTP 412 / PreconditionFailed from any S3 server."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileExistsError):
+            return True
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if str(error.get("Code")) in _PRECONDITION_CODES or status in (412, 409):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class S3Backend(FsspecBackend):
+    """A store under ``s3://bucket/prefix``."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Create-only and compare-and-swap by conditional PUT; one-second LastModified."""
+        return Capabilities(
+            atomic_rename=False,
+            create_only=True,
+            compare_and_swap=True,
+            symlinks=False,
+            fsync=False,
+            mtime_resolution_ns=1_000_000_000,
+            multipart=True,
+        )
+
+    def _split(self, key: str) -> tuple[str, str]:
+        bucket, _, rest = self._p(key).partition("/")
+        return bucket, rest
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """One GET returning the content and its ETag together."""
+        bucket, name = self._split(key)
+        fs = self.fs
+
+        async def get() -> tuple[bytes, str]:
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=name)
+            body = response["Body"]
+            try:
+                data = await body.read()
+            finally:
+                body.close()
+            return bytes(data), str(response["ETag"])
+
+        try:
+            return sync(fs.loop, get)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def write_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """PUT with If-None-Match (create-only) or If-Match (compare-and-swap)."""
+        bucket, name = self._split(key)
+        condition: dict[str, Any] = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, **condition)
+        except (OSError, ValueError) as exc:
+            if is_precondition_failure(exc):
+                return False
+            if version is not None and isinstance(exc, FileNotFoundError):
+                return False  # the object we meant to replace was deleted
+            raise
+        finally:
+            self._invalidate(key)
+        return True
+
+    def write(self, key: str, data: bytes) -> None:
+        """One unconditional PUT."""
+        super().write(key, data)
+        self._invalidate(key)
+
+    def pending_uploads(self, prefix: str) -> list[PendingUpload]:
+        """Unfinished multipart uploads under ``prefix`` (ListMultipartUploads, paginated)."""
+        bucket, name = self._split(prefix)
+        found: list[PendingUpload] = []
+        marker: dict[str, str] = {}
+        while True:
+            response = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=name.rstrip("/") + "/", **marker)
+            for upload in response.get("Uploads", []) or []:
+                initiated = upload.get("Initiated")
+                ns = int(initiated.timestamp() * 1e9) if isinstance(initiated, _dt.datetime) else 0
+                found.append(
+                    PendingUpload(
+                        key=self._rel(f"{bucket}/{upload['Key']}"), upload_id=upload["UploadId"], initiated_ns=ns
+                    )
+                )
+            if not response.get("IsTruncated"):
+                return found
+            marker = {
+                "KeyMarker": response.get("NextKeyMarker", ""),
+                "UploadIdMarker": response.get("NextUploadIdMarker", ""),
+            }
+
+    def abort_upload(self, upload: PendingUpload) -> None:
+        """AbortMultipartUpload; an upload that is already gone is fine."""
+        bucket, name = self._split(upload.key)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=upload.upload_id)
