@@ -60,3 +60,21 @@ def save_bytes(
             f.write(payload)
     assert tx.checkpoint is not None
     return tx.checkpoint
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> object:
+    """A real SeaweedFS S3 server for the whole run (a failure to start fails the tests, never skips)."""
+    from backends.s3 import SeaweedFS
+
+    with SeaweedFS() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> object:
+    """A real gcp-storage-emulator for the whole run."""
+    from backends.gcs import GcsEmulator
+
+    with GcsEmulator() as server:
+        yield server

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from . import keep
 from .checkpoint import Checkpoint
 from .errors import (
+    BackendAuthError,
     BackendUnavailableError,
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -28,6 +29,7 @@ from .errors import (
     ManifestError,
     MissingMetricError,
     SerializerError,
+    SingleWriterWarning,
     StoreNotFoundError,
     StoreNotWritableError,
     UnexpectedFileError,
@@ -42,6 +44,7 @@ from .store import CheckpointStore, GcReport, SaveTransaction, StoreConfig
 from .store import open_store as open
 
 __all__ = [
+    "BackendAuthError",
     "BackendUnavailableError",
     "Checkpoint",
     "CheckpointNotFoundError",
@@ -64,6 +67,7 @@ __all__ = [
     "SaveTransaction",
     "Serializer",
     "SerializerError",
+    "SingleWriterWarning",
     "StoreConfig",
     "StoreNotFoundError",
     "StoreNotWritableError",

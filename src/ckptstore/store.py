@@ -512,7 +512,7 @@ class CheckpointStore:
             "(a second create-only write of a probe object succeeded); running in single-writer mode: "
             "do not let two processes save to this store at once"
         )
-        warnings.warn(message, SingleWriterWarning, stacklevel=4)
+        warnings.warn(message, SingleWriterWarning, stacklevel=5)
         logger.warning("%s", message)
 
     # -- naming -------------------------------------------------------------------------------------
@@ -1631,6 +1631,8 @@ class CheckpointStore:
             for name in pending:
                 raw = claims.get(f"epochs/{name}/{CLAIM_FILE}")
                 if raw is None:
+                    if not self._fs.walk(f"epochs/{name}"):
+                        continue  # an empty folder marker (servers with real directories keep them)
                     why: str | None = "files without a claim or a manifest (an interrupted delete)"
                 else:
                     info = _parse_json(raw)
