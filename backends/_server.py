@@ -101,7 +101,7 @@ class ServerProcess:
             try:
                 if check():
                     return
-            except Exception as exc:  # noqa: BLE001 - not up yet
+            except Exception as exc:
                 last = exc
             time.sleep(0.2)  # polling for readiness, not synchronizing a test
         self.stop()

@@ -16,7 +16,7 @@ from .._server import ServerProcess, find_executable, free_ports
 __all__ = ["ACCESS_KEY", "SECRET_KEY", "SeaweedFS"]
 
 ACCESS_KEY = "ckptstore-test"
-SECRET_KEY = "ckptstore-test-secret"  # noqa: S105 - a throwaway credential of a local test server
+SECRET_KEY = "ckptstore-test-secret"
 
 
 class SeaweedFS(ServerProcess):

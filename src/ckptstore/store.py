@@ -451,10 +451,12 @@ class CheckpointStore:
                     "width": self.config.width,
                 }
                 try:
+                    self._fs.check_container()
                     self._fs.create_only(STORE_FILE, json.dumps(descriptor, indent=1).encode())
-                except FileNotFoundError:
+                except FileNotFoundError as exc:
                     raise StoreNotFoundError(
-                        f"cannot create a store at {self.url}: its bucket or parent does not exist"
+                        f"cannot create a store at {self.url}: its bucket or parent does not exist ({exc}); "
+                        "create the bucket first"
                     ) from None
                 raw = self._fs.read_bytes(STORE_FILE)
         where = f"{self.url}/{STORE_FILE}"

@@ -189,6 +189,13 @@ class Backend(abc.ABC):
         del key
         yield
 
+    def check_container(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``FileNotFoundError`` if the store's bucket (or volume) does not exist.
+
+        Called before a new store is created, so a typo in a bucket name is an error rather than a
+        new bucket (on servers that create buckets on first write).
+        """
+
     def check_writable(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~ckptstore.errors.StoreNotWritableError` if the root cannot be written."""
 

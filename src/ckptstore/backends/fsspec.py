@@ -71,6 +71,14 @@ class FsspecBackend(Backend):
         base = self.root + "/"
         return path[len(base) :] if path.startswith(base) else path
 
+    def check_container(self) -> None:
+        """For bucket-based filesystems: the bucket must exist."""
+        if self.scheme in ("s3", "s3a", "gs", "gcs"):
+            bucket = self.root.split("/", 1)[0]
+            self._invalidate()
+            if not self.fs.exists(bucket):
+                raise FileNotFoundError(f"the bucket {bucket!r} does not exist")
+
     # -- small objects --------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
         """Return the content of ``key``."""
