@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.s3 import SeaweedFS  # noqa: E402
+from backends.s3 import SeaweedFS
 
 CHILD = textwrap.dedent(
     """
