@@ -294,3 +294,27 @@ def test_unknown_scheme_missing_package_and_entry_points(monkeypatch: pytest.Mon
         assert store.latest().load() == [1, 2]
     finally:
         registry._registered.pop("mine")
+
+
+def test_missing_credentials_give_a_typed_error_that_names_the_fix(s3_server: Any, tmp_path: Path) -> None:
+    code = (
+        "import sys, ckptstore\n"
+        "try:\n"
+        "    ckptstore.open(sys.argv[1])\n"
+        "except ckptstore.BackendAuthError as exc:\n"
+        "    print('AUTH', exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": s3_server.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, _url(s3_server)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.startswith("AUTH"), (proc.stdout, proc.stderr[-2000:])
+    assert "AWS_ACCESS_KEY_ID" in proc.stdout
