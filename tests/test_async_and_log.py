@@ -46,7 +46,7 @@ def test_second_save_waits_for_the_first(store: ckptstore.CheckpointStore) -> No
     assert 1 in store  # the second save waited for the first to commit
     store.close()
     assert np.array_equal(store.get(1).load(), np.arange(1_000_000, dtype=np.float64))
-    assert [c.epoch for c in store.list()] == [1, 2]
+    assert store.epochs() == [1, 2]
 
 
 def test_background_error_surfaces_on_the_next_call(store: ckptstore.CheckpointStore) -> None:

@@ -42,7 +42,7 @@ CHECKER = """
 import json, os, sys, ckptstore
 root = sys.argv[1]
 store = ckptstore.open(root, monitor="val_loss", keep=ckptstore.keep.linear(2))
-out = {"epochs": [c.epoch for c in store.list()]}
+out = {"epochs": store.epochs()}
 try:
     latest = store.latest(); latest.verify(); out["latest"] = latest.epoch
 except ckptstore.CheckpointNotFoundError:

@@ -23,7 +23,7 @@ def test_demo_resumes_after_sigkill_and_picks_the_best(tmp_path: Path) -> None:
     assert "ended by signal 9" in result.stdout
     assert "resumed from epoch 4" in result.stdout
     store = ckptstore.open(root, monitor="val_loss")
-    epochs = [c.epoch for c in store.list()]
+    epochs = store.epochs()
     assert store.latest().epoch == 12
     best = store.best()
     assert best.metrics["val_loss"] == min(c.metrics["val_loss"] for c in store.list())

@@ -110,7 +110,7 @@ def test_four_writers_on_different_epochs_lose_nothing_and_last_is_the_highest(s
     seen = _result(reader)
     assert all(v == "ok" for r in results for v in r.values())
     store = ckptstore.open(url, storage_options=s3_server.storage_options, monitor="val_loss")
-    assert [c.epoch for c in store.list()] == list(range(24))
+    assert store.epochs() == list(range(24))
     assert json.loads(store.backend.read_bytes("pointers/last.json"))["epoch"] == 23
     assert store.latest().epoch == 23 and store.best().epoch == 23
     assert len(store.verify()) == 24
@@ -129,7 +129,7 @@ def test_four_writers_racing_for_one_epoch_yield_exactly_one_commit(s3_server: A
         outcomes = sorted(r[str(epoch)] for r in results)
         assert outcomes == ["conflict", "conflict", "conflict", "ok"], (epoch, outcomes)
     store = ckptstore.open(url, storage_options=s3_server.storage_options)
-    assert [c.epoch for c in store.list()] == rounds
+    assert store.epochs() == rounds
     assert all(c.load()["epoch"] == c.epoch for c in store.verify())
     assert store.latest().epoch == 104
     assert store.gc(dry_run=True).leftovers == ()
@@ -162,7 +162,7 @@ def test_writer_killed_mid_upload_leaves_no_visible_epoch_and_gc_cleans_up(s3_se
     )
     assert proc.returncode == -9, proc.stderr
     store = ckptstore.open(url, storage_options=s3_server.storage_options)
-    assert [c.epoch for c in store.list()] == [1]
+    assert store.epochs() == [1]
     assert 2 not in store and store.latest().epoch == 1
     assert store.backend.exists("epochs/00000002/.claim"), "the dead writer's claim is still there"
     assert store.backend.pending_uploads("epochs"), "the dead writer's multipart upload is still open"

@@ -76,7 +76,7 @@ def test_exponential_store_keeps_log_spaced_epochs_when_saving_1_to_64(tmp_path:
     store = ckptstore.open(tmp_path / "s", keep=keep.exponential())
     for epoch in range(1, 65):
         save_bytes(store, epoch, str(epoch).encode())
-    assert [c.epoch for c in store.list()] == [1, 33, 49, 57, 61, 63, 64]
+    assert store.epochs() == [1, 33, 49, 57, 61, 63, 64]
     assert sorted(int(p.name) for p in (tmp_path / "s" / "epochs").iterdir()) == [
         1,
         33,
@@ -103,9 +103,9 @@ def test_gc_dry_run_reports_reasons_and_changes_nothing(tmp_path: Path) -> None:
     store2 = ckptstore.open(tmp_path / "s", keep=keep.linear(1), gc_on_save=False, monitor="loss")
     store2.unpin(2)
     assert store2.gc(dry_run=True).deleted == [2]
-    assert [c.epoch for c in store2.list()] == [1, 2, 3, 4]
+    assert store2.epochs() == [1, 2, 3, 4]
     assert store2.gc().deleted == [2]
-    assert [c.epoch for c in store2.list()] == [1, 3, 4]
+    assert store2.epochs() == [1, 3, 4]
 
 
 def test_keep_policy_never_deletes_another_runs_checkpoints(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_keep_policy_never_deletes_another_runs_checkpoints(tmp_path: Path) -> N
     mine = ckptstore.open(tmp_path / "s", run_id="mine", keep=keep.linear(1))
     for epoch in (10, 11, 12, 13):
         save_bytes(mine, epoch)
-    assert [c.epoch for c in mine.list()] == [1, 2, 3, 12, 13]
+    assert mine.epochs() == [1, 2, 3, 12, 13]
 
 
 def test_restarted_job_is_the_same_run_and_its_limits_cover_earlier_saves(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_restarted_job_is_the_same_run_and_its_limits_cover_earlier_saves(tmp_pa
         save_bytes(first, epoch)
     again = ckptstore.open(tmp_path / "s", keep=keep.linear(1))
     save_bytes(again, 4)
-    assert [c.epoch for c in again.list()] == [3, 4]
+    assert again.epochs() == [3, 4]
 
 
 @pytest.mark.parametrize(

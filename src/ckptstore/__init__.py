@@ -37,6 +37,7 @@ from .errors import (
     UnsupportedURLError,
     VerificationError,
 )
+from .find import FileMatch, resolve_latest, select_max, select_min
 from .manifest import FileEntry, Manifest
 from .policies import GcDecision, SaveDecision
 from .serializers import Serializer, get_serializer, register_serializer
@@ -54,6 +55,7 @@ __all__ = [
     "CommitConflictError",
     "CommitFailedError",
     "FileEntry",
+    "FileMatch",
     "GcDecision",
     "GcReport",
     "IncompleteCheckpointError",
@@ -80,4 +82,7 @@ __all__ = [
     "keep",
     "open",
     "register_serializer",
+    "resolve_latest",
+    "select_max",
+    "select_min",
 ]

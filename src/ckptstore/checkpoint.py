@@ -15,13 +15,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._progress import ProgressOption, make_progress
-from ._validate import RESERVED_NAMES, check_relpath
+from ._validate import RESERVED_NAMES, check_metadata, check_relpath
 from .checksum import copy_hashing, hash_file, hash_stream
 from .errors import (
     CheckpointNotFoundError,
@@ -38,10 +38,12 @@ from .serializers import Serializer, get_serializer
 if TYPE_CHECKING:
     from .store import CheckpointStore
 
-__all__ = ["METADATA_FILE", "Checkpoint"]
+__all__ = ["EVALUATION_KEY", "METADATA_FILE", "Checkpoint"]
 
 MANIFEST_FILE = "MANIFEST.json"
 METADATA_FILE = "METADATA.json"
+EVALUATION_KEY = "evaluation"
+"""The metadata key under which :meth:`CheckpointStore.evaluate` records its results."""
 TRANSFER_THREADS = 4
 """Files copied at once by downloads and uploads (each buffers at most one part)."""
 
@@ -56,10 +58,18 @@ class Checkpoint:
         key: The epoch folder relative to the store root (``epochs/00000003``).
     """
 
-    def __init__(self, store: CheckpointStore, key: str, manifest: Manifest) -> None:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        key: str,
+        manifest: Manifest,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self._store = store
         self.key = key
         self.manifest = manifest
+        self._metadata = metadata  # as recorded in index.json when listed from it; None: read on demand
         self._local: Path | None = None  # a verified download while load() runs on an object store
 
     @property
@@ -117,17 +127,65 @@ class Checkpoint:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """User metadata: what was given at save time, updated by later additions."""
-        merged = dict(self.manifest.metadata)
-        extra = f"{self.url}/{METADATA_FILE}"
+        """User metadata: what was given at save time, as changed by :meth:`add_metadata`.
+
+        Changes (also by :meth:`remove_metadata`) live in ``METADATA.json`` beside the manifest.
+        """
+        return self._read_metadata()[0]
+
+    def _read_metadata(self) -> tuple[dict[str, Any], str | None, bool]:
+        """The metadata, the version of ``METADATA.json`` (for compare-and-swap), and whether it exists."""
+        key = f"{self.key}/{METADATA_FILE}"
+        current = self._store._fs.read_versioned(key)
+        if current is None:
+            return dict(self.manifest.metadata), None, False
         try:
-            added = json.loads(self._store._fs.read_bytes(f"{self.key}/{METADATA_FILE}"))
-        except FileNotFoundError:
-            return merged
+            value = json.loads(current[0])
         except ValueError as exc:
-            raise ManifestError(f"{extra} is not valid JSON: {exc}") from None
-        if isinstance(added, dict):
-            merged.update(added)
+            raise ManifestError(f"{self.url}/{METADATA_FILE} is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ManifestError(f"{self.url}/{METADATA_FILE} is not a JSON object")
+        return value, current[1], True
+
+    def add_metadata(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``values`` into the metadata at the top level (Determined's ``add_metadata``).
+
+        An existing top-level key is replaced whole: ``{"m": {"acc": 1}}`` after ``{"m": {"loss": 2}}``
+        leaves ``{"m": {"acc": 1}}``. The commit record is not rewritten, so verification still holds;
+        concurrent updates are compare-and-swapped (object stores) or locked (local), so none is lost.
+
+        Returns:
+            The metadata after the change.
+
+        Raises:
+            InvalidArgumentError: ``values`` is not a JSON-serializable dict.
+        """
+        clean = check_metadata(values)
+        return self._store._update_metadata(self, lambda current: {**current, **clean}, f"set {sorted(clean)}")
+
+    def remove_metadata(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Remove top-level keys (and everything beneath them); absent keys are ignored.
+
+        Returns:
+            The metadata after the change.
+        """
+        if isinstance(keys, str):
+            raise InvalidArgumentError("remove_metadata takes a list of keys, e.g. ['metrics']")
+        names = [str(k) for k in keys]
+        return self._store._update_metadata(
+            self, lambda current: {k: v for k, v in current.items() if k not in names}, f"removed {sorted(names)}"
+        )
+
+    @property
+    def all_metrics(self) -> dict[str, float]:
+        """Metrics recorded at save time plus those recorded later by :meth:`CheckpointStore.evaluate`."""
+        metadata = self._metadata if self._metadata is not None else self.metadata
+        merged = dict(self.manifest.metrics)
+        evaluation = metadata.get(EVALUATION_KEY)
+        if isinstance(evaluation, dict):
+            for name, value in evaluation.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in merged:
+                    merged[name] = float(value)
         return merged
 
     @property

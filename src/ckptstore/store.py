@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import socket
 import sys
@@ -61,7 +62,7 @@ from ._validate import (
 from .backends.base import Backend, Capabilities, PendingUpload
 from .backends.local import LocalBackend
 from .backends.registry import open_backend
-from .checkpoint import MANIFEST_FILE, TRANSFER_THREADS, Checkpoint
+from .checkpoint import EVALUATION_KEY, MANIFEST_FILE, METADATA_FILE, TRANSFER_THREADS, Checkpoint
 from .checksum import HashingStream, HashingWriter, copy_hashing, hash_and_sync
 from .errors import (
     BackendAuthError,
@@ -78,6 +79,7 @@ from .errors import (
     UnsafePathError,
     VerificationError,
 )
+from .find import FileMatch
 from .manifest import FileEntry, Manifest
 from .policies import (
     CheckpointInfo,
@@ -92,7 +94,7 @@ from .policies import (
     plan_gc,
     resolve_mode,
 )
-from .resolve import natural_key
+from .resolve import most_recent, natural_key, select_by_value
 from .serializers import Serializer, get_serializer
 
 __all__ = ["CheckpointStore", "GcReport", "SaveTransaction", "StoreConfig", "open_store"]
@@ -107,6 +109,8 @@ CLAIM_FILE = ".claim"
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "ckptstore.index"
 _POINTER_NAMES = ("best", "last")
+_INTERNAL_FOLDERS = frozenset({"work", "trash", "retired", "pointers", "pins", "log", "probe"})
+_INTERNAL_FILES = frozenset({STORE_FILE, INDEX_FILE, "ckpt.log"})
 _CAS_ATTEMPTS = 50
 _HOST = socket.gethostname()
 
@@ -1157,45 +1161,156 @@ class CheckpointStore:
                 os.unlink(local)
 
     def _update_index(
-        self, *, add: Iterable[Checkpoint] = (), remove: Iterable[int] = (), rebuild: bool = False
-    ) -> None:
-        """Apply additions and removals to ``index.json`` by compare-and-swap (a cache of the manifests)."""
-        additions = {c.name: _index_entry(c) for c in add}
-        removals = {self._name(e) for e in remove}
+        self,
+        *,
+        add: Iterable[Checkpoint] = (),
+        remove: Mapping[int, str] | Iterable[int] = (),
+        metadata: Mapping[str, dict[str, Any]] | None = None,
+        rebuild: bool = False,
+    ) -> dict[str, Any]:
+        """Apply changes to ``index.json`` by compare-and-swap (a cache of the manifests; see :meth:`reindex`).
+
+        Args:
+            add: Newly committed checkpoints.
+            remove: Epochs deleted (``{epoch: reason}`` or epochs); they move to the index's history,
+                so the metric curve stays complete for ``ckptstore plot``.
+            metadata: New user metadata by epoch name.
+            rebuild: Rebuild the checkpoint entries from the manifests first.
+
+        Returns:
+            The index as written.
+        """
+        additions = {c.name: _index_entry(c, c._metadata) for c in add}
+        reasons = dict(remove) if isinstance(remove, Mapping) else dict.fromkeys(remove, "deleted")
+        removals = {self._name(e): why for e, why in reasons.items()}
+        fresh = self._entries_from_manifests() if rebuild else None
+        record: dict[str, Any] = {}
         for _attempt in range(_CAS_ATTEMPTS):
             current = self._fs.read_versioned(INDEX_FILE)
             data = _parse_json(current[0]) if current else {}
             entries = data.get("checkpoints")
-            if rebuild or not isinstance(entries, dict) or data.get("format") != INDEX_FORMAT:
-                entries = {c.name: _index_entry(c) for c in self._scan()[0]}
+            raw_history = data.get("history")
+            history: dict[str, Any] = raw_history if isinstance(raw_history, dict) else {}
+            if fresh is not None:
+                entries = dict(fresh)
+            elif not isinstance(entries, dict) or data.get("format") != INDEX_FORMAT:
+                entries = self._entries_from_manifests()
             entries.update(additions)
-            for name in removals:
-                entries.pop(name, None)
+            for name, md in (metadata or {}).items():
+                if name in entries:
+                    entries[name]["metadata"] = md
+            now = time.time_ns()
+            for name, why in removals.items():
+                gone = entries.pop(name, None)
+                if isinstance(gone, dict):
+                    history[f"{name}.{gone.get('commit_id', '')[:8]}"] = {
+                        "epoch": gone.get("epoch"),
+                        "metrics": gone.get("metrics", {}),
+                        "committed_at_ns": gone.get("committed_at_ns"),
+                        "deleted_at_ns": now,
+                        "reason": why,
+                    }
             record = {
                 "format": INDEX_FORMAT,
                 "version": 1,
-                "updated_at_ns": time.time_ns(),
+                "updated_at_ns": now,
                 "checkpoints": dict(sorted(entries.items())),
+                "history": dict(sorted(history.items())),
             }
             if self._fs.write_if(INDEX_FILE, json.dumps(record, indent=1).encode(), current[1] if current else None):
-                return
+                return record
         logger.warning(
-            "index.json of %s not updated after %d conflicts; it is rebuilt when read", self.url, _CAS_ATTEMPTS
+            "index.json of %s not updated after %d conflicts; reindex() rebuilds it", self.url, _CAS_ATTEMPTS
         )
+        return record
+
+    def _entries_from_manifests(self) -> dict[str, dict[str, Any]]:
+        """Index entries for every committed checkpoint, read from the manifests and metadata files."""
+        good, _ = self._scan(use_index=False)
+        names = [c.name for c in good]
+        extra = self._fs.read_many(f"epochs/{n}/{METADATA_FILE}" for n in names)
+        entries = {}
+        for c in good:
+            raw = extra.get(f"{c.key}/{METADATA_FILE}")
+            md = _parse_json(raw) if raw is not None else dict(c.manifest.metadata)
+            entries[c.name] = _index_entry(c, md)
+        return entries
+
+    def reindex(self) -> dict[str, Any]:
+        """Rebuild ``index.json`` from the manifests (it is a cache; this is always safe).
+
+        Returns:
+            The rebuilt index.
+        """
+        self._check_writable()
+        with _backend_errors(self._fs, "rebuild the index"), self._pointer_lock():
+            record = self._update_index(rebuild=True)
+        self._log("REINDEX", f"{len(record.get('checkpoints', {}))} checkpoint(s)")
+        return record
+
+    def index(self) -> dict[str, Any]:
+        """The current ``index.json`` (rebuilt in memory from the manifests if it is missing or invalid)."""
+        raw = None
+        with contextlib.suppress(FileNotFoundError):
+            raw = self._fs.read_bytes(INDEX_FILE)
+        data = _parse_json(raw) if raw is not None else {}
+        if data.get("format") != INDEX_FORMAT or not isinstance(data.get("checkpoints"), dict):
+            return {"format": INDEX_FORMAT, "version": 1, "checkpoints": self._entries_from_manifests(), "history": {}}
+        return data
+
+    def _update_metadata(
+        self, checkpoint: Checkpoint, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
+    ) -> dict[str, Any]:
+        """Apply ``change`` to a checkpoint's ``METADATA.json`` by compare-and-swap, then to the index."""
+        self._check_writable()
+        key = f"{checkpoint.key}/{METADATA_FILE}"
+        with _backend_errors(self._fs, f"update metadata of epoch {checkpoint.epoch}"), self._pointer_lock():
+            for _attempt in range(_CAS_ATTEMPTS):
+                current, version, exists = checkpoint._read_metadata()
+                updated = check_metadata(change(dict(current)))
+                if self._fs.write_if(key, json.dumps(updated, indent=1).encode(), version if exists else None):
+                    break
+            else:
+                raise CommitFailedError(errno.EAGAIN, f"could not update metadata of epoch {checkpoint.epoch}")
+            if not self._fs.exists(f"{checkpoint.key}/{MANIFEST_FILE}"):  # deleted meanwhile: leave nothing
+                self._fs.delete(key)
+                raise CheckpointNotFoundError(f"epoch {checkpoint.epoch} was deleted while its metadata changed")
+            self._update_index(metadata={checkpoint.name: updated})
+        checkpoint._metadata = updated
+        self._log("METADATA", f"epoch {checkpoint.epoch}: {what}")
+        return updated
 
     # -- reading ------------------------------------------------------------------------------------
-    def _scan(self) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
-        """Read every manifest under ``epochs/``: valid checkpoints, and folders that are not.
+    def _scan(self, *, use_index: bool = True) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
+        """Every committed checkpoint, and folders under ``epochs/`` that are not valid ones.
 
-        On object stores a folder without a manifest is a save in progress (or abandoned), not a
-        damaged checkpoint, and is left out of both lists.
+        One listing of ``epochs/`` and one read of ``index.json``: a checkpoint the index lacks (a
+        writer died before updating it) is read from its manifest, and an index entry whose folder is
+        gone is dropped, so the index may lag but never hides or invents a checkpoint. On object
+        stores a folder without a manifest is a save in progress (or abandoned), not damage.
         """
         good: builtins.list[Checkpoint] = []
         bad: builtins.list[tuple[str, Exception]] = []
         with _backend_errors(self._fs, "list checkpoints"):
             names = [n for n in self._fs.listdir("epochs") if n.isdigit()]
-            raw = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in names)
-        for name in names:
+            entries: dict[str, Any] = {}
+            if use_index:
+                raw_index = None
+                with contextlib.suppress(FileNotFoundError):
+                    raw_index = self._fs.read_bytes(INDEX_FILE)
+                index = _parse_json(raw_index) if raw_index is not None else {}
+                if index.get("format") == INDEX_FORMAT and isinstance(index.get("checkpoints"), dict):
+                    entries = index["checkpoints"]
+            unindexed = []
+            for name in names:
+                entry = entries.get(name)
+                checkpoint = self._from_index_entry(name, entry) if isinstance(entry, dict) else None
+                if checkpoint is None:
+                    unindexed.append(name)
+                else:
+                    good.append(checkpoint)
+            raw = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in unindexed)
+        for name in unindexed:
             key = f"epochs/{name}"
             data = raw.get(f"{key}/{MANIFEST_FILE}")
             if data is None:
@@ -1207,6 +1322,17 @@ class CheckpointStore:
             except VerificationError as exc:
                 bad.append((key, exc))
         return good, bad
+
+    def _from_index_entry(self, name: str, entry: Mapping[str, Any]) -> Checkpoint | None:
+        key = f"epochs/{name}"
+        try:
+            manifest = Manifest.from_dict(entry.get("manifest"), where=f"{self.url}/{INDEX_FILE}")
+        except (ValueError, TypeError):
+            return None
+        if self._name(manifest.epoch) != name:
+            return None
+        metadata = entry.get("metadata")
+        return Checkpoint(self, key, manifest, metadata=metadata if isinstance(metadata, dict) else None)
 
     def _parse_manifest(self, key: str, data: bytes) -> Manifest:
         where = f"{self.url}/{key}/{MANIFEST_FILE}"
@@ -1245,15 +1371,225 @@ class CheckpointStore:
         checkpoint = Checkpoint(self, key, manifest)
         return checkpoint.verify() if verify else checkpoint
 
-    def list(self) -> builtins.list[Checkpoint]:
-        """Every committed checkpoint with a valid manifest, by epoch."""
-        return sorted(self._scan()[0], key=lambda c: c.epoch)
+    def list(
+        self,
+        sort_by: str | None = None,
+        order: Literal["asc", "desc"] | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Checkpoint]:
+        """Committed checkpoints, sorted (Determined's ``list_checkpoints``).
+
+        Costs one listing of ``epochs/`` and one read of ``index.json``, however many checkpoints
+        there are.
+
+        Args:
+            sort_by: ``"epoch"``, ``"time"`` (commit time), or a metric name (save-time metrics and
+                those recorded by :meth:`evaluate`). None: the store's monitor, best first; a store
+                without a monitor sorts by epoch.
+            order: ``"asc"`` or ``"desc"``. None: best first for a metric (by the store's mode for its
+                monitor, else by the metric's name: ``acc`` and friends descending), ascending for
+                ``epoch`` and ``time``.
+            limit: At most this many (Determined's ``max_results``).
+
+        Returns:
+            The checkpoints; those without the metric come last, by epoch.
+
+        Raises:
+            InvalidArgumentError: bad ``order`` or ``limit``.
+        """
+        if order not in (None, "asc", "desc"):
+            raise InvalidArgumentError(f"order must be 'asc' or 'desc', got {order!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
+        checkpoints = sorted(self._scan()[0], key=lambda c: c.epoch)
+        key = sort_by if sort_by is not None else self.config.monitor or "epoch"
+        if key == "epoch":
+            ordered = checkpoints if order != "desc" else checkpoints[::-1]
+        elif key == "time":
+            ordered = sorted(checkpoints, key=lambda c: (c.manifest.committed_at_ns, c.epoch), reverse=order == "desc")
+        else:
+            mode = self.mode if key == self.config.monitor else resolve_mode(key, "auto")
+            if order is None:
+                order = "asc" if mode == "min" else "desc"
+            scored = [c for c in checkpoints if key in c.all_metrics]
+            unscored = [c for c in checkpoints if key not in c.all_metrics]
+            scored.sort(key=lambda c: (c.all_metrics[key], c.epoch), reverse=order == "desc")
+            ordered = scored + unscored
+        return ordered if limit is None else ordered[:limit]
+
+    def top(self, n: int, metric: str | None = None) -> builtins.list[Checkpoint]:
+        """The best ``n`` checkpoints by the store's monitor (or ``metric``), best first.
+
+        Raises:
+            InvalidArgumentError: no monitor and no ``metric``.
+        """
+        metric = metric or self.config.monitor
+        if metric is None:
+            raise InvalidArgumentError("top() needs a metric: pass metric= or open the store with monitor=")
+        return [c for c in self.list(sort_by=metric) if metric in c.all_metrics][:n]
+
+    def epochs(self) -> builtins.list[int]:
+        """The committed epochs, ascending."""
+        return sorted(c.epoch for c in self._scan()[0])
+
+    # -- finding, evaluating, fetching ----------------------------------------------------------------
+    def _committed_files(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        """Files of committed checkpoints and files outside ckptstore's own folders: path -> (size, mtime)."""
+        committed = {c.name: c.epoch for c in self._scan()[0]}
+        files: dict[str, tuple[int, int]] = {}
+        owner: dict[str, int] = {}
+        with _backend_errors(self._fs, "list files"):
+            stats = self._fs.stat_files("")
+        for path, stat in stats.items():
+            parts = path.split("/")
+            if parts[0] == "epochs":
+                if len(parts) < 3 or parts[1] not in committed or parts[-1] in RESERVED_NAMES:
+                    continue
+                owner[path] = committed[parts[1]]
+            elif parts[0] in _INTERNAL_FOLDERS or path in _INTERNAL_FILES or parts[0] in _POINTER_NAMES:
+                continue
+            files[path] = stat
+        return files, owner
+
+    def _file_match(self, path: str, stat: tuple[int, int], owner: dict[str, int], value: float | None) -> FileMatch:
+        return FileMatch(
+            url=f"{self.url}/{path}",
+            path=path,
+            size=stat[0],
+            mtime_ns=stat[1],
+            value=value,
+            epoch=owner.get(path),
+            backend=self._fs,
+        )
+
+    def resolve_latest(self, pattern: str | re.Pattern[str]) -> FileMatch:
+        """The newest file in the store matching a Keras template, glob or regex (see :func:`ckptstore.resolve_latest`).
+
+        Searches the files of committed checkpoints and files placed in the store by other tools;
+        never ckptstore's own records or uncommitted saves.
+
+        Raises:
+            CheckpointNotFoundError: no file matches.
+        """
+        files, owner = self._committed_files()
+        found = most_recent({p: st[1] for p, st in files.items()}, pattern)
+        if found is None:
+            raise CheckpointNotFoundError(f"no file in {self.url} matches {pattern!r}")
+        return self._file_match(found, files[found], owner, None)
+
+    def _select(self, regex: str | re.Pattern[str], mode: str) -> FileMatch:
+        files, owner = self._committed_files()
+        try:
+            found = select_by_value({p: st[1] for p, st in files.items()}, regex, mode)
+        except (ValueError, re.error) as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        if found is None:
+            raise CheckpointNotFoundError(f"no file in {self.url} matches {regex!r} with a number in its first group")
+        return self._file_match(found[0], files[found[0]], owner, found[1])
+
+    def select_min(self, regex: str | re.Pattern[str]) -> FileMatch:
+        """Guild's select-min over the store's files: the smallest number in the regex's first group."""
+        return self._select(regex, "min")
+
+    def select_max(self, regex: str | re.Pattern[str]) -> FileMatch:
+        """Guild's select-max over the store's files: the largest number in the regex's first group."""
+        return self._select(regex, "max")
+
+    def evaluate(
+        self,
+        fn: Callable[[Any], Any],
+        metric: str = "test_acc",
+        mode: Literal["min", "max", "auto"] = "max",
+        *,
+        load: bool = True,
+        serializer: str | Serializer | None = None,
+    ) -> builtins.list[tuple[Checkpoint, float]]:
+        """Evaluate every checkpoint with ``fn``, record the result as metadata, and rank them.
+
+        The loop of the TensorFlow post (seed 001) done once, right: each checkpoint is verified first
+        (one that fails is skipped, logged and warned about, never evaluated), ``fn`` gets the loaded
+        state (``load=True``, with the recorded or given serializer) or a verified local directory,
+        and its result is stored under ``metadata["evaluation"][metric]`` without touching the commit
+        record, so ``store.best(metric=metric)`` and ``store.list(sort_by=metric)`` use it.
+
+        Args:
+            fn: Returns the metric as a number (or a mapping holding ``metric``).
+            metric: The name to record the result under.
+            mode: Which end is best for the ranking.
+            load: Pass the loaded state (True) or a local path (False).
+            serializer: Override the recorded serializer.
+
+        Returns:
+            ``(checkpoint, value)`` pairs, best first.
+
+        Raises:
+            InvalidMetricError: ``fn`` returned something that is not a finite number.
+        """
+        resolved = resolve_mode(metric, mode)
+        results: builtins.list[tuple[Checkpoint, float]] = []
+        for checkpoint in self.list(sort_by="epoch"):
+            try:
+                checkpoint.verify()
+            except VerificationError as exc:
+                self._log(
+                    "EVALUATE", f"epoch {checkpoint.epoch} skipped: it fails verification: {exc}", logging.WARNING
+                )
+                warnings.warn(f"epoch {checkpoint.epoch} skipped: {exc}", stacklevel=2)
+                continue
+            if load:
+                outcome = fn(checkpoint.load(serializer, verify=False))
+            else:
+                with checkpoint.local_path(verify=False) as path:
+                    outcome = fn(path)
+            if isinstance(outcome, Mapping):
+                outcome = outcome.get(metric)
+            value = check_metrics({metric: outcome})[metric]
+            evaluation = checkpoint.metadata.get(EVALUATION_KEY)
+            merged = {**(evaluation if isinstance(evaluation, dict) else {}), metric: value}
+            checkpoint.add_metadata({EVALUATION_KEY: merged})
+            self._log("EVALUATE", f"epoch {checkpoint.epoch} {metric}={value:.6g}")
+            results.append((checkpoint, value))
+        results.sort(key=lambda item: (item[1], item[0].epoch), reverse=resolved == "max")
+        return results
+
+    def download(
+        self,
+        dest: str | os.PathLike[str],
+        which: Literal["best", "latest"] | int = "best",
+        *,
+        top_n: int | None = None,
+        metric: str | None = None,
+        progress: ProgressOption = None,
+    ) -> builtins.list[Path]:
+        """Download checkpoints into ``dest/<epoch>/``, verified while reading (Determined's download).
+
+        Args:
+            dest: The parent directory.
+            which: ``"best"``, ``"latest"`` or an epoch.
+            top_n: Download the best ``top_n`` instead (by ``metric`` or the monitor).
+            metric: The metric for ``best`` and ``top_n``.
+            progress: See :meth:`Checkpoint.download`.
+
+        Returns:
+            The directories written, in the order chosen.
+        """
+        if top_n is not None:
+            chosen = self.top(top_n, metric)
+        elif which == "best":
+            chosen = [self.best(metric)]
+        elif which == "latest":
+            chosen = [self.latest()]
+        elif isinstance(which, int) and not isinstance(which, bool):
+            chosen = [self.get(which)]
+        else:
+            raise InvalidArgumentError(f"which must be 'best', 'latest' or an epoch, got {which!r}")
+        return [c.download(Path(dest) / c.name, progress=progress) for c in chosen]
 
     def __iter__(self) -> Iterator[Checkpoint]:
-        return iter(self.list())
+        return iter(self.list(sort_by="epoch"))
 
     def __len__(self) -> int:
-        return len(self.list())
+        return len(self._scan()[0])
 
     def __contains__(self, epoch: object) -> bool:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
@@ -1330,7 +1666,7 @@ class CheckpointStore:
             pointed = self._read_pointer_checkpoint("best")
             if pointed is not None and monitor in pointed.metrics:
                 return pointed
-        scored = [c for c in self.list() if monitor in c.metrics]
+        scored = [c for c in self._scan()[0] if monitor in c.all_metrics]
         if not scored:
             raise CheckpointNotFoundError(f"no checkpoint in {self.url} has the metric {monitor!r}")
         winner = _best_of(scored, monitor, resolved)
@@ -1446,13 +1782,13 @@ class CheckpointStore:
             self._fs.delete_tree(key, last=[CLAIM_FILE])
             self._log("RETIRE", f"{name} deleted ({why}; object stores keep no retired copy)")
         if name.isdigit():
-            self._update_index(remove=[int(name)])
+            self._update_index(remove={int(name): f"retired ({why})"})
 
     def _recompute_best(self) -> None:
         monitor = self.config.monitor
         if monitor is None:
             return
-        scored = [c for c in self.list() if monitor in c.metrics]
+        scored = [c for c in self._scan()[0] if monitor in c.metrics]
         if not scored:
             self._remove_pointer("best")
             return
@@ -1537,7 +1873,7 @@ class CheckpointStore:
         if not dry_run:
             self._check_writable()
         with self._lock:
-            checkpoints = self.list()
+            checkpoints = self.list(sort_by="epoch")
             infos = [
                 CheckpointInfo(
                     epoch=c.epoch,
@@ -1560,7 +1896,7 @@ class CheckpointStore:
             if dry_run:
                 return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=True)
             with _backend_errors(self._fs, "collect garbage"):
-                deleted = [d.epoch for d in decisions if d.action == "delete"]
+                deleted = {d.epoch: d.reason for d in decisions if d.action == "delete"}
                 for decision in decisions:
                     if decision.action == "delete":
                         self._delete(decision.epoch, decision.reason)
@@ -1711,7 +2047,7 @@ class CheckpointStore:
         It covers what the store holds (count, size, best, last, pinned) and what this process did
         (saves, bytes, seconds, skipped, deleted).
         """
-        checkpoints = self.list()
+        checkpoints = self.list(sort_by="epoch")
         summary: dict[str, Any] = {
             "url": self.url,
             "checkpoints": len(checkpoints),
@@ -1736,7 +2072,7 @@ class CheckpointStore:
 
     def table(self) -> str:
         """A plain-text table of every checkpoint with best, last and pinned marked."""
-        checkpoints = self.list()
+        checkpoints = self.list(sort_by="epoch")
         last, best, pins = (
             self._read_pointer("last"),
             self._read_pointer("best"),
@@ -1773,7 +2109,7 @@ class CheckpointStore:
 def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Checkpoint:
     """The best checkpoint by ``metric``; on a tie, the newest epoch."""
     sign = 1 if mode == "min" else -1
-    return min(scored, key=lambda c: (sign * c.metrics[metric], -c.epoch))
+    return min(scored, key=lambda c: (sign * c.all_metrics[metric], -c.epoch))
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
@@ -1796,7 +2132,7 @@ def _age(info: Mapping[str, Any]) -> str:
     return f"{(time.time_ns() - claimed) / 1e9:.0f}s"
 
 
-def _index_entry(checkpoint: Checkpoint) -> dict[str, Any]:
+def _index_entry(checkpoint: Checkpoint, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return {
         "epoch": checkpoint.epoch,
         "metrics": checkpoint.metrics,
@@ -1804,8 +2140,8 @@ def _index_entry(checkpoint: Checkpoint) -> dict[str, Any]:
         "committed_at_ns": checkpoint.manifest.committed_at_ns,
         "run_id": checkpoint.run_id,
         "commit_id": checkpoint.manifest.commit_id,
-        "step": checkpoint.step,
-        "batch": checkpoint.batch,
+        "metadata": dict(metadata) if metadata is not None else dict(checkpoint.manifest.metadata),
+        "manifest": checkpoint.manifest.to_dict(),
     }
 
 

@@ -145,6 +145,10 @@ class Backend(abc.ABC):
         """Every object under ``prefix``, recursively: relative key -> size."""
 
     @abc.abstractmethod
+    def stat_files(self, prefix: str) -> dict[str, tuple[int, int]]:
+        """Every file under ``prefix``, recursively: relative key -> (size, mtime in ns); one listing."""
+
+    @abc.abstractmethod
     def mtime_ns(self, key: str) -> int:
         """Modification time of ``key`` in ns (at the backend's resolution)."""
 

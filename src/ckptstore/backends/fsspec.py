@@ -11,6 +11,7 @@ create-only writes and compare-and-swap, so the store runs it in single-writer m
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import itertools
 import logging
 import time
@@ -29,6 +30,25 @@ PART_SIZE = 8 * 1024 * 1024
 """Bytes buffered per streamed upload before a part is sent (S3's minimum part is 5 MiB)."""
 
 _LOG_SEQ = itertools.count()
+
+
+def info_mtime_ns(info: dict[str, Any]) -> int:
+    """The modification time in an fsspec ``info`` dict, whichever key the filesystem uses."""
+    for key in ("LastModified", "mtime", "updated", "last_modified", "created", "modified"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, _dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=_dt.timezone.utc)
+            return int(value.timestamp() * 1_000_000_000)
+        if isinstance(value, (int, float)):
+            return int(value * 1_000_000_000) if value < 1e12 else int(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                return int(parsed.timestamp() * 1_000_000_000)
+    return 0
 
 
 class FsspecBackend(Backend):
@@ -165,6 +185,21 @@ class FsspecBackend(Backend):
             path = self.fs._strip_protocol(path)
             if path.startswith(base) and info.get("type", "file") != "directory":
                 out[path[len(base) :]] = int(info.get("size") or 0)
+        return out
+
+    def stat_files(self, prefix: str) -> dict[str, tuple[int, int]]:
+        """Every object under ``prefix`` with its size and modification time, from one listing."""
+        self._invalidate(prefix)
+        try:
+            found = self.fs.find(self._p(prefix), detail=True, withdirs=False)
+        except FileNotFoundError:
+            return {}
+        base = self._p(prefix).rstrip("/") + "/" if prefix or self.root else ""
+        out: dict[str, tuple[int, int]] = {}
+        for path, info in found.items():
+            path = self.fs._strip_protocol(path)
+            if path.startswith(base) and info.get("type", "file") != "directory":
+                out[path[len(base) :]] = (int(info.get("size") or 0), info_mtime_ns(info))
         return out
 
     def mtime_ns(self, key: str) -> int:

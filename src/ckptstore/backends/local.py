@@ -261,6 +261,19 @@ class LocalBackend(Backend):
                     found[full.relative_to(base).as_posix()] = full.lstat().st_size
         return found
 
+    def stat_files(self, prefix: str) -> dict[str, tuple[int, int]]:
+        """Every regular file under ``prefix``: relative path -> (size, mtime ns); symlinks are skipped."""
+        base = self.path(prefix)
+        found: dict[str, tuple[int, int]] = {}
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for name in filenames:
+                full = Path(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    st = full.lstat()
+                    if not full.is_symlink():
+                        found[full.relative_to(base).as_posix()] = (st.st_size, st.st_mtime_ns)
+        return found
+
     def mtime_ns(self, key: str) -> int:
         """The file's mtime in ns."""
         return self.path(key).stat().st_mtime_ns
