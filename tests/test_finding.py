@@ -134,7 +134,7 @@ def test_concurrent_metadata_updates_lose_nothing(tmp_path: Path) -> None:
     for url in (f"memory://meta-{uuid.uuid4().hex}", str(tmp_path / "local")):
         store = ckptstore.open(url)
         save_bytes(store, 1)
-        threads = [threading.Thread(target=lambda i=i: store.get(1).add_metadata({f"k{i}": i})) for i in range(16)]
+        threads = [threading.Thread(target=lambda i=i, s=store: s.get(1).add_metadata({f"k{i}": i})) for i in range(16)]
         for t in threads:
             t.start()
         for t in threads:
