@@ -1089,6 +1089,17 @@ class CheckpointStore:
         tail = Path(target).name
         return int(tail) if tail.isdigit() else None
 
+    def recorded_monitor(self) -> tuple[str, Mode] | None:
+        """The metric and mode the ``best`` pointer was last chosen by (what the CLI defaults to)."""
+        raw = None
+        with contextlib.suppress(OSError):
+            raw = self._fs.read_bytes("pointers/best.json")
+        data = _parse_json(raw) if raw is not None else {}
+        monitor, mode = data.get("monitor"), data.get("mode")
+        if isinstance(monitor, str) and mode in ("min", "max"):
+            return monitor, mode
+        return None
+
     def _checkpoint_or_none(self, epoch: int | None) -> Checkpoint | None:
         if epoch is None:
             return None
@@ -1118,12 +1129,15 @@ class CheckpointStore:
             new = decide(epoch)
             if new is None:
                 return None
-            record = {
+            record: dict[str, Any] = {
                 "epoch": new,
                 "target": self._epoch_key(new),
                 "updated_at_ns": time.time_ns(),
                 "writer": self._writer_id,
             }
+            if name == "best" and self.config.monitor is not None:
+                record["monitor"] = self.config.monitor
+                record["mode"] = self.mode
             if self._fs.write_if(key, json.dumps(record, indent=1).encode(), current[1] if current else None):
                 break
         else:
