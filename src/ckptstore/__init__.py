@@ -38,6 +38,7 @@ from .errors import (
     VerificationError,
 )
 from .find import FileMatch, resolve_latest, select_max, select_min
+from .integrations.loop import Checkpointer
 from .manifest import FileEntry, Manifest
 from .policies import GcDecision, SaveDecision
 from .serializers import Serializer, get_serializer, register_serializer
@@ -50,6 +51,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointNotFoundError",
     "CheckpointStore",
+    "Checkpointer",
     "ChecksumMismatchError",
     "CkptStoreError",
     "CommitConflictError",

@@ -45,6 +45,10 @@ _BUILTIN: dict[str, str] = {
     "torch": "ckptstore.serializers.torch:TorchSerializer",
     "safetensors": "ckptstore.serializers.safetensors:SafetensorsSerializer",
     "pickle": "ckptstore.serializers.raw:PickleSerializer",
+    "jax": "ckptstore.serializers.pytree:PytreeSerializer",
+    "pytree": "ckptstore.serializers.pytree:PytreeSerializer",
+    "keras": "ckptstore.integrations.keras:KerasModelSerializer",
+    "keras_weights": "ckptstore.integrations.keras:KerasWeightsSerializer",
 }
 
 _registered: dict[str, Serializer | Callable[[], Serializer]] = {}

@@ -1,0 +1,107 @@
+"""Pytrees of arrays (JAX/flax params, optimizer states, nested dicts of numpy arrays), without pickle.
+
+The arrays go into ``arrays.safetensors`` when safetensors is installed (``arrays.npz`` otherwise,
+read back with ``allow_pickle=False``); the tree's shape goes into ``tree.json``: dicts, lists and
+tuples as JSON, leaves as references to arrays or as plain JSON scalars. Loading never runs code.
+With JAX installed, arrays come back as ``jax.Array`` (``as_jax=False`` for numpy).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ._registry import require
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..store import SaveTransaction
+
+__all__ = ["PytreeSerializer"]
+
+_TREE = "tree.json"
+_SAFETENSORS = "arrays.safetensors"
+_NPZ = "arrays.npz"
+
+
+def _encode(node: Any, arrays: dict[str, Any], np: Any) -> Any:
+    if isinstance(node, dict):
+        if not all(isinstance(k, str) for k in node):
+            raise TypeError("pytree dict keys must be strings")
+        return {"__dict__": {k: _encode(v, arrays, np) for k, v in node.items()}}
+    if isinstance(node, (list, tuple)):
+        items = [_encode(v, arrays, np) for v in node]
+        return {"__tuple__": items} if isinstance(node, tuple) else {"__list__": items}
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if hasattr(node, "__array__") or hasattr(node, "shape"):
+        name = f"a{len(arrays)}"
+        arrays[name] = np.ascontiguousarray(np.asarray(node))
+        return {"__array__": name}
+    raise TypeError(f"cannot store a {type(node).__name__} in a pytree checkpoint (arrays, dicts, lists, scalars)")
+
+
+def _decode(node: Any, arrays: dict[str, Any], convert: Any) -> Any:
+    if isinstance(node, dict):
+        if "__array__" in node:
+            return convert(arrays[node["__array__"]])
+        if "__dict__" in node:
+            return {k: _decode(v, arrays, convert) for k, v in node["__dict__"].items()}
+        if "__tuple__" in node:
+            return tuple(_decode(v, arrays, convert) for v in node["__tuple__"])
+        if "__list__" in node:
+            return [_decode(v, arrays, convert) for v in node["__list__"]]
+        raise ValueError(f"unknown pytree node {sorted(node)}")
+    return node
+
+
+class PytreeSerializer:
+    """Nested dicts/lists/tuples of arrays and scalars (``serializer="jax"`` or ``"pytree"``)."""
+
+    name = "jax"
+
+    def version(self) -> str:
+        """The JAX version if installed, else numpy's."""
+        try:
+            return str(require("jax", "jax").__version__)
+        except ImportError:
+            return "numpy-" + str(require("numpy", "numpy").__version__)
+
+    def save(self, state: Any, tx: SaveTransaction) -> None:
+        """Write the arrays and the tree."""
+        np = require("numpy", "numpy")
+        arrays: dict[str, Any] = {}
+        tree = _encode(state, arrays, np)
+        try:
+            from safetensors.numpy import save as st_save
+        except ImportError:
+            with tx.open(_NPZ) as f:
+                np.savez(f, **arrays)
+            layout = "npz"
+        else:
+            with tx.open(_SAFETENSORS) as f:
+                f.write(st_save(arrays) if arrays else st_save({}))
+            layout = "safetensors"
+        with tx.open(_TREE, "w") as f:
+            f.write(json.dumps({"format": "ckptstore.pytree", "version": 1, "arrays": layout, "tree": tree}))
+
+    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+        """Rebuild the tree; ``as_jax`` (default True when JAX is installed) returns jax arrays."""
+        np = require("numpy", "numpy")
+        record = json.loads(checkpoint.read_bytes(_TREE))
+        if record.get("arrays") == "safetensors":
+            from safetensors.numpy import load as st_load
+
+            arrays = dict(st_load(checkpoint.read_bytes(_SAFETENSORS)))
+        else:
+            with np.load(checkpoint.path / _NPZ, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        convert: Any = lambda a: a  # noqa: E731
+        if kwargs.get("as_jax", True):
+            try:
+                import jax.numpy as jnp
+            except ImportError:
+                pass
+            else:
+                convert = jnp.asarray
+        return _decode(record["tree"], arrays, convert)
