@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import ckptstore
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before anything imports keras (tox sets it too)
+
+import ckptstore  # noqa: E402
 
 
 def snapshot(root: Path) -> dict[str, object]:

@@ -93,7 +93,7 @@ def test_save_best_only_remembers_the_best_across_restarts(tmp_path: Path) -> No
 
 
 def test_batch_level_weights_only_saves_with_a_template(tmp_path: Path) -> None:
-    x, y, vx, vy = _data()
+    x, y, _, _ = _data()
     url = str(tmp_path / "batches")
     callback = StoreCheckpoint(
         url,

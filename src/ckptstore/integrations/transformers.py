@@ -87,6 +87,13 @@ class StoreCallback(TrainerCallback):
             )
         return self._store
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """On a resumed run, record the checkpoint it resumed from as the parent of later saves."""
+        store = self.store_for(args)
+        if state.global_step and state.global_step in store:
+            store._parent = state.global_step
+        return control
+
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         """Commit ``output_dir/checkpoint-<global_step>``."""
         store = self.store_for(args)
