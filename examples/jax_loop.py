@@ -11,12 +11,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from _common import maybe_kill, parse  # noqa: E402
-from flax import linen as nn  # noqa: E402
+import jax
+import jax.numpy as jnp
+from _common import maybe_kill, parse
+from flax import linen as nn
 
-import ckptstore  # noqa: E402
+import ckptstore
 
 
 class MLP(nn.Module):

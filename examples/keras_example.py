@@ -12,12 +12,12 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from _common import maybe_kill, parse  # noqa: E402
+import keras
+import numpy as np
+from _common import maybe_kill, parse
 
-import ckptstore  # noqa: E402
-from ckptstore.integrations.keras import StoreCheckpoint  # noqa: E402
+import ckptstore
+from ckptstore.integrations.keras import StoreCheckpoint
 
 
 class Crash(keras.callbacks.Callback):

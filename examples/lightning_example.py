@@ -12,12 +12,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from _common import maybe_kill, parse  # noqa: E402
+import pytorch_lightning as pl
+import torch
+from _common import maybe_kill, parse
 
-import ckptstore  # noqa: E402
-from ckptstore.integrations.lightning import StoreCheckpoint, resume_path  # noqa: E402
+import ckptstore
+from ckptstore.integrations.lightning import StoreCheckpoint, resume_path
 
 
 class Model(pl.LightningModule):

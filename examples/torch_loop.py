@@ -11,11 +11,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import torch  # noqa: E402
-from _common import maybe_kill, parse  # noqa: E402
+import torch
+from _common import maybe_kill, parse
 
-import ckptstore  # noqa: E402
-from ckptstore.integrations.torch import capture_rng, restore_rng  # noqa: E402
+import ckptstore
+from ckptstore.integrations.torch import capture_rng, restore_rng
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from _common import maybe_kill, parse  # noqa: E402
+import torch
+import transformers
+from _common import maybe_kill, parse
 
-import ckptstore  # noqa: E402
-from ckptstore.integrations.transformers import StoreCallback, latest_checkpoint  # noqa: E402
+import ckptstore
+from ckptstore.integrations.transformers import StoreCallback, latest_checkpoint
 
 
 class Tokens(torch.utils.data.Dataset):

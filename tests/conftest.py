@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before anything imports keras (tox sets it too)
 
-import ckptstore  # noqa: E402
+import ckptstore
 
 
 def snapshot(root: Path) -> dict[str, object]:

@@ -53,4 +53,4 @@ def test_example_is_killed_resumes_and_finishes(script: str, tmp_path: Path) -> 
     assert store.get(last).parent is not None and store.get(last).parent >= killed_at
     assert store.best().epoch in store.epochs()
     assert all(c.verify() for c in store.list())
-    assert f"best: " in second.stdout
+    assert "best: " in second.stdout
