@@ -1542,19 +1542,18 @@ class CheckpointStore:
         resolved = resolve_mode(metric, mode)
         results: builtins.list[tuple[Checkpoint, float]] = []
         for checkpoint in self.list(sort_by="epoch"):
-            try:
-                checkpoint.verify()
+            try:  # verified in the same read that loads or downloads it
+                if load:
+                    outcome = fn(checkpoint.load(serializer))
+                else:
+                    with checkpoint.local_path() as path:
+                        outcome = fn(path)
             except VerificationError as exc:
                 self._log(
                     "EVALUATE", f"epoch {checkpoint.epoch} skipped: it fails verification: {exc}", logging.WARNING
                 )
                 warnings.warn(f"epoch {checkpoint.epoch} skipped: {exc}", stacklevel=2)
                 continue
-            if load:
-                outcome = fn(checkpoint.load(serializer, verify=False))
-            else:
-                with checkpoint.local_path(verify=False) as path:
-                    outcome = fn(path)
             if isinstance(outcome, Mapping):
                 outcome = outcome.get(metric)
             value = check_metrics({metric: outcome})[metric]
@@ -1975,9 +1974,9 @@ class CheckpointStore:
         found: builtins.list[tuple[str, str]] = []
         now = time.time_ns()
         with _backend_errors(self._fs, "look for leftovers"):
+            committed = {c.name for c in self._scan()[0]}  # the index: no manifest read per checkpoint
             names = [n for n in self._fs.listdir("epochs") if n.isdigit()]
-            manifests = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in names)
-            pending = [n for n in names if manifests.get(f"epochs/{n}/{MANIFEST_FILE}") is None]
+            pending = [n for n in names if n not in committed]
             claims = self._fs.read_many(f"epochs/{n}/{CLAIM_FILE}" for n in pending)
             abandoned: set[str] = set()
             for name in pending:
@@ -1999,7 +1998,7 @@ class CheckpointStore:
                 epoch_name = upload.key.split("/")[1] if upload.key.count("/") >= 2 else ""
                 if epoch_name in abandoned:
                     why = "its save was abandoned"
-                elif manifests.get(f"epochs/{epoch_name}/{MANIFEST_FILE}") is not None:
+                elif epoch_name in committed:
                     why = "its checkpoint is committed without it"
                 elif now - upload.initiated_ns > grace_ns:
                     why = f"started {(now - upload.initiated_ns) / 1e9:.0f}s ago"
