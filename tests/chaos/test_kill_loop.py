@@ -1,0 +1,123 @@
+"""Crash-kill harness: a writer saving in a loop is SIGKILLed at random moments, again and again.
+
+After every kill a fresh store instance in this (different) process checks that ``latest()`` and
+``best()`` verify, that every committed checkpoint the writer reported is still there and verifies,
+that no pointer dangles, and that ``gc()`` leaves nothing behind. Quick mode runs in the normal suite;
+``tox -e chaos`` runs the long mode (``CKPTSTORE_CHAOS_KILLS_LOCAL``, ``CKPTSTORE_CHAOS_KILLS_S3``) and
+prints the figures that docs/reliability.md reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ckptstore
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import ckptstore
+    url, options, seed = sys.argv[1], json.loads(sys.argv[2]) or None, int(sys.argv[3])
+    rng = np.random.default_rng(seed)
+    store = ckptstore.open(url, storage_options=options, monitor="val_loss")
+    ck = store.restart("auto")
+    epoch = ck.epoch if ck else 0
+    print("ready", flush=True)
+    while True:
+        epoch += 1
+        size = int(rng.integers(1, 48)) * 65536
+        state = {"w": rng.standard_normal(size // 8), "b": np.arange(int(rng.integers(1, 1000)))}
+        store.save_state(epoch, state, serializer="numpy", metrics={"val_loss": float(rng.random())})
+        if epoch % 5 == 0:
+            store.pin(epoch)
+        if epoch % 3 == 0:
+            store.gc()
+        print(epoch, flush=True)
+    """
+)
+
+
+def _kill_once(url: str, options: dict[str, Any] | None, rng: random.Random, max_delay: float) -> list[int]:
+    """Start the writer, let it run a random time, SIGKILL it; return the epochs it reported committed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, url, json.dumps(options), str(rng.randrange(1 << 30))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    time.sleep(rng.uniform(0, max_delay))  # the fault's random moment: not a synchronization
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    return [int(x) for x in out.split()]
+
+
+def _check(url: str, options: dict[str, Any] | None, committed: set[int]) -> dict[str, int]:
+    store = ckptstore.open(url, storage_options=options, monitor="val_loss")
+    present = store.epochs()
+    lost = committed - set(present)
+    assert not lost, f"committed epochs lost after a kill: {sorted(lost)}"
+    for checkpoint in store.list():
+        checkpoint.verify()
+    if present:
+        assert store.latest().verify().epoch == max(present)
+        assert store.best().verify().epoch in present
+        for name in ("last", "best"):
+            pointed = json.loads(store.backend.read_bytes(f"pointers/{name}.json"))["epoch"]
+            assert pointed in present, f"the {name} pointer dangles at {pointed}"
+    report = store.gc()
+    assert store.gc(dry_run=True).leftovers == (), "gc left something behind"
+    return {"checkpoints": len(present), "leftovers_removed": len(report.leftovers)}
+
+
+def run_harness(url: str, options: dict[str, Any] | None, kills: int, seed: int, max_delay: float) -> dict[str, Any]:
+    rng = random.Random(seed)
+    committed: set[int] = set()
+    removed = 0
+    started = time.monotonic()
+    for _ in range(kills):
+        committed.update(_kill_once(url, options, rng, max_delay))
+        removed += _check(url, options, committed)["leftovers_removed"]
+    return {
+        "kills": kills,
+        "committed": len(committed),
+        "lost": 0,
+        "leftovers_removed_by_gc": removed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _figures(name: str, figures: dict[str, Any]) -> None:
+    print(f"\nCHAOS {name}: {json.dumps(figures)}")
+
+
+def test_random_sigkills_on_local_disk_lose_nothing(tmp_path: Path) -> None:
+    kills = int(os.environ.get("CKPTSTORE_CHAOS_KILLS_LOCAL", "8"))
+    figures = run_harness(str(tmp_path / "store"), None, kills, seed=1, max_delay=1.0)
+    _figures("local", figures)
+    assert figures["committed"] > 0
+
+
+@pytest.mark.s3
+def test_random_sigkills_on_s3_lose_nothing(s3_server: Any) -> None:
+    kills = int(os.environ.get("CKPTSTORE_CHAOS_KILLS_S3", "4"))
+    url = s3_server.url(f"chaos-{uuid.uuid4().hex}")
+    figures = run_harness(url, s3_server.storage_options, kills, seed=2, max_delay=2.0)
+    _figures("s3", figures)
+    assert figures["committed"] > 0
