@@ -1427,7 +1427,8 @@ class CheckpointStore:
                 order = "asc" if mode == "min" else "desc"
             scored = [c for c in checkpoints if key in c.all_metrics]
             unscored = [c for c in checkpoints if key not in c.all_metrics]
-            scored.sort(key=lambda c: (c.all_metrics[key], c.epoch), reverse=order == "desc")
+            sign = -1 if order == "desc" else 1
+            scored.sort(key=lambda c: (sign * c.all_metrics[key], c.epoch))  # ties: earliest epoch first
             ordered = scored + unscored
         return ordered if limit is None else ordered[:limit]
 
@@ -1795,6 +1796,9 @@ class CheckpointStore:
             self._fs.delete_tree(key, last=[CLAIM_FILE])
             self._log("RETIRE", f"{name} deleted ({why}; object stores keep no retired copy)")
         if name.isdigit():
+            if self._fs.exists(f"pins/{name}"):  # the pin went with its checkpoint: never protect a rewrite
+                self._fs.delete(f"pins/{name}")
+                self._log("UNPIN", f"epoch {int(name)} (retired)")
             self._update_index(remove={int(name): f"retired ({why})"})
 
     def _recompute_best(self) -> None:
@@ -2120,9 +2124,13 @@ class CheckpointStore:
 
 
 def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Checkpoint:
-    """The best checkpoint by ``metric``; on a tie, the newest epoch."""
+    """The best checkpoint by ``metric``; on a tie, the earliest epoch (the first to reach the value).
+
+    This is the rule the ``best`` pointer follows as saves arrive (only a strict improvement moves
+    it), so a pointer repaired or recomputed from the manifests names the same checkpoint.
+    """
     sign = 1 if mode == "min" else -1
-    return min(scored, key=lambda c: (sign * c.all_metrics[metric], -c.epoch))
+    return min(scored, key=lambda c: (sign * c.all_metrics[metric], c.epoch))
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
