@@ -28,7 +28,7 @@ WRITER = textwrap.dedent(
     """
     import json, sys
     import ckptstore
-    opts, url, epochs = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    opts, url, epochs = json.loads(sys.argv[1]) or None, sys.argv[2], json.loads(sys.argv[3])
     store = ckptstore.open(url, storage_options=opts, monitor="val_loss")
     store.pinned()  # connect before the start signal
     print("ready", flush=True)
@@ -49,7 +49,7 @@ READER = textwrap.dedent(
     """
     import json, select, sys
     import ckptstore
-    opts, url = json.loads(sys.argv[1]), sys.argv[2]
+    opts, url = json.loads(sys.argv[1]) or None, sys.argv[2]
     store = ckptstore.open(url, storage_options=opts, monitor="val_loss")
     print("ready", flush=True)
     sys.stdin.readline()
@@ -139,7 +139,7 @@ KILLED_MID_UPLOAD = textwrap.dedent(
     """
     import json, os, signal, sys
     import ckptstore
-    opts, url = json.loads(sys.argv[1]), sys.argv[2]
+    opts, url = json.loads(sys.argv[1]) or None, sys.argv[2]
     store = ckptstore.open(url, storage_options=opts)
     with store.save(1) as tx:
         with tx.open("small.bin") as f:
