@@ -1786,6 +1786,8 @@ class CheckpointStore:
         then its files.
         """
         name = _tail(key)
+        if name.isdigit():  # index first, as in gc
+            self._update_index(remove={int(name): f"retired ({why})"})
         if self._caps.atomic_rename:
             dest = self.root / "retired" / f"{name}.{why}.{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
@@ -1795,11 +1797,9 @@ class CheckpointStore:
             self._fs.delete(f"{key}/{MANIFEST_FILE}")
             self._fs.delete_tree(key, last=[CLAIM_FILE])
             self._log("RETIRE", f"{name} deleted ({why}; object stores keep no retired copy)")
-        if name.isdigit():
-            if self._fs.exists(f"pins/{name}"):  # the pin went with its checkpoint: never protect a rewrite
-                self._fs.delete(f"pins/{name}")
-                self._log("UNPIN", f"epoch {int(name)} (retired)")
-            self._update_index(remove={int(name): f"retired ({why})"})
+        if name.isdigit() and self._fs.exists(f"pins/{name}"):  # the pin goes with its checkpoint
+            self._fs.delete(f"pins/{name}")
+            self._log("UNPIN", f"epoch {int(name)} (retired)")
 
     def _recompute_best(self) -> None:
         monitor = self.config.monitor
@@ -1914,11 +1914,11 @@ class CheckpointStore:
                 return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=True)
             with _backend_errors(self._fs, "collect garbage"):
                 deleted = {d.epoch: d.reason for d in decisions if d.action == "delete"}
+                if deleted:  # the index first: a crash after it leaves unindexed checkpoints, read from
+                    self._update_index(remove=deleted)  # their manifests, never an entry without one
                 for decision in decisions:
                     if decision.action == "delete":
                         self._delete(decision.epoch, decision.reason)
-                if deleted:
-                    self._update_index(remove=deleted)
                 for rel, why in leftovers:
                     if self._remove_leftover(rel):
                         self._log("GC", f"removed {rel} ({why})")
