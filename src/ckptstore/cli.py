@@ -47,7 +47,10 @@ from ckptstore.errors import (
     StoreNotFoundError,
     VerificationError,
 )
-from ckptstore.store import CheckpointStore
+from ckptstore.store import (
+    CheckpointStore,
+    _human,  # one size format for the table, the log and the CLI
+)
 
 __all__ = ["EXIT_CODES", "cli", "main", "reference_markdown"]
 
@@ -184,15 +187,6 @@ def _marks(store: CheckpointStore) -> Callable[[int], list[str]]:
         return [m for m, on in (("best", epoch == best), ("last", epoch == last), ("pinned", epoch in pins)) if on]
 
     return marks
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
 
 
 def _row(c: Checkpoint, marks: list[str]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ Each save is atomic, hashed and subject to the store's keep policy, on any backe
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -25,22 +24,11 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointNotFoundError, InvalidArgumentError
 from ..policies import KeepPolicy, SaveRules, decide_save, resolve_mode
 from ..store import CheckpointStore, open_store
+from . import finite_scalars
 
 __all__ = ["KerasModelSerializer", "KerasWeightsSerializer", "StoreCheckpoint"]
 
 _EPOCH_KEY = "keras_epoch"
-
-
-def _clean(logs: Mapping[str, Any] | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in (logs or {}).items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number):
-            out[str(key)] = number
-    return out
 
 
 class StoreCheckpoint(keras.callbacks.Callback):
@@ -150,7 +138,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
             self._save(epoch + 1, logs, batch=None, completed_epochs=epoch + 1)
 
     def _save(self, number: int, logs: Mapping[str, Any] | None, *, batch: int | None, completed_epochs: int) -> None:
-        metrics = _clean(logs)
+        metrics = finite_scalars(logs)
         best_value = None
         if self.rules.monitor is not None:
             try:

@@ -14,7 +14,6 @@ deletes the last or a pinned checkpoint.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,22 +28,11 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointNotFoundError, InvalidArgumentError
 from ..policies import SaveRules, decide_save, resolve_mode
 from ..store import CheckpointStore, open_store
+from . import finite_scalars
 
 __all__ = ["StoreCheckpoint", "resume_path"]
 
 CKPT_FILE = "model.ckpt"
-
-
-def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number):
-            out[str(key)] = number
-    return out
 
 
 class StoreCheckpoint(pl.Callback):
@@ -117,7 +105,7 @@ class StoreCheckpoint(pl.Callback):
     def _save(self, trainer: Any, number: int, batch: int | None = None) -> None:
         if number in self.store:
             return  # already saved (a step-numbered save can repeat on gradient accumulation)
-        metrics = _scalars(trainer.callback_metrics)
+        metrics = finite_scalars(trainer.callback_metrics)
         if self.monitor is not None and self.monitor not in metrics:
             return
         best = None
