@@ -26,7 +26,15 @@ from .checksum import copy_hashing
 from .errors import CheckpointNotFoundError, InvalidArgumentError
 from .resolve import most_recent, select_by_value
 
-__all__ = ["FileMatch", "resolve_latest", "select_max", "select_min", "split_pattern_url"]
+__all__ = [
+    "FileMatch",
+    "latest_match",
+    "resolve_latest",
+    "select_max",
+    "select_min",
+    "split_pattern_url",
+    "value_match",
+]
 
 _SPECIAL = re.compile(r"[{*?\[]")
 
@@ -106,10 +114,57 @@ def _files(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Backend
     return backend, backend.stat_files("")
 
 
-def _match(backend: Backend, path: str, stat: tuple[int, int], value: float | None = None) -> FileMatch:
+def _match(
+    backend: Backend, path: str, stat: tuple[int, int], value: float | None = None, epoch: int | None = None
+) -> FileMatch:
     return FileMatch(
-        url=f"{backend.url}/{path}", path=path, size=stat[0], mtime_ns=stat[1], value=value, backend=backend
+        url=f"{backend.url}/{path}",
+        path=path,
+        size=stat[0],
+        mtime_ns=stat[1],
+        value=value,
+        epoch=epoch,
+        backend=backend,
     )
+
+
+def latest_match(
+    backend: Backend,
+    files: Mapping[str, tuple[int, int]],
+    pattern: str | re.Pattern[str],
+    owner: Mapping[str, int] | None = None,
+) -> FileMatch:
+    """The newest of ``files`` (path -> (size, mtime)) matching ``pattern``; ``owner`` maps paths to epochs.
+
+    Raises:
+        CheckpointNotFoundError: no file matches.
+    """
+    found = most_recent({p: st[1] for p, st in files.items()}, pattern)
+    if found is None:
+        raise CheckpointNotFoundError(f"no file under {backend.url} matches {_show(pattern)}")
+    return _match(backend, found, files[found], None, (owner or {}).get(found))
+
+
+def value_match(
+    backend: Backend,
+    files: Mapping[str, tuple[int, int]],
+    regex: str | re.Pattern[str],
+    mode: str,
+    owner: Mapping[str, int] | None = None,
+) -> FileMatch:
+    """Guild's select-min/max over ``files`` (see :func:`select_min`).
+
+    Raises:
+        CheckpointNotFoundError: no file matches.
+        InvalidArgumentError: the regex is invalid or has no group.
+    """
+    try:
+        found = select_by_value({p: st[1] for p, st in files.items()}, regex, mode)
+    except (ValueError, re.error) as exc:
+        raise InvalidArgumentError(str(exc)) from None
+    if found is None:
+        raise CheckpointNotFoundError(f"no file under {backend.url} matches {_show(regex)} with a number in its group")
+    return _match(backend, found[0], files[found[0]], found[1], (owner or {}).get(found[0]))
 
 
 def resolve_latest(
@@ -138,21 +193,12 @@ def resolve_latest(
     if pattern is None:
         text, pattern = split_pattern_url(text)
     backend, files = _files(text, storage_options)
-    found = most_recent({p: st[1] for p, st in files.items()}, pattern)
-    if found is None:
-        raise CheckpointNotFoundError(f"no file under {backend.url} matches {_show(pattern)}")
-    return _match(backend, found, files[found])
+    return latest_match(backend, files, pattern)
 
 
 def _select(url: str | os.PathLike[str], regex: str | re.Pattern[str], mode: str, options: Any) -> FileMatch:
     backend, files = _files(os.fspath(url), options)
-    try:
-        found = select_by_value({p: st[1] for p, st in files.items()}, regex, mode)
-    except (ValueError, re.error) as exc:
-        raise InvalidArgumentError(str(exc)) from None
-    if found is None:
-        raise CheckpointNotFoundError(f"no file under {backend.url} matches {_show(regex)} with a number in its group")
-    return _match(backend, found[0], files[found[0]], found[1])
+    return value_match(backend, files, regex, mode)
 
 
 def select_min(

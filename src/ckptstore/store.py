@@ -79,7 +79,7 @@ from .errors import (
     UnsafePathError,
     VerificationError,
 )
-from .find import FileMatch
+from .find import FileMatch, latest_match, value_match
 from .manifest import FileEntry, Manifest
 from .policies import (
     CheckpointInfo,
@@ -94,7 +94,7 @@ from .policies import (
     plan_gc,
     resolve_mode,
 )
-from .resolve import most_recent, natural_key, select_by_value
+from .resolve import natural_key
 from .serializers import Serializer, get_serializer
 
 __all__ = ["CheckpointStore", "GcReport", "SaveTransaction", "StoreConfig", "open_store"]
@@ -1466,17 +1466,6 @@ class CheckpointStore:
             files[path] = stat
         return files, owner
 
-    def _file_match(self, path: str, stat: tuple[int, int], owner: dict[str, int], value: float | None) -> FileMatch:
-        return FileMatch(
-            url=f"{self.url}/{path}",
-            path=path,
-            size=stat[0],
-            mtime_ns=stat[1],
-            value=value,
-            epoch=owner.get(path),
-            backend=self._fs,
-        )
-
     def resolve_latest(self, pattern: str | re.Pattern[str]) -> FileMatch:
         """The newest file in the store matching a Keras template, glob or regex (see :func:`ckptstore.resolve_latest`).
 
@@ -1487,20 +1476,11 @@ class CheckpointStore:
             CheckpointNotFoundError: no file matches.
         """
         files, owner = self._committed_files()
-        found = most_recent({p: st[1] for p, st in files.items()}, pattern)
-        if found is None:
-            raise CheckpointNotFoundError(f"no file in {self.url} matches {pattern!r}")
-        return self._file_match(found, files[found], owner, None)
+        return latest_match(self._fs, files, pattern, owner)
 
     def _select(self, regex: str | re.Pattern[str], mode: str) -> FileMatch:
         files, owner = self._committed_files()
-        try:
-            found = select_by_value({p: st[1] for p, st in files.items()}, regex, mode)
-        except (ValueError, re.error) as exc:
-            raise InvalidArgumentError(str(exc)) from None
-        if found is None:
-            raise CheckpointNotFoundError(f"no file in {self.url} matches {regex!r} with a number in its first group")
-        return self._file_match(found[0], files[found[0]], owner, found[1])
+        return value_match(self._fs, files, regex, mode, owner)
 
     def select_min(self, regex: str | re.Pattern[str]) -> FileMatch:
         """Guild's select-min over the store's files: the smallest number in the regex's first group."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -28,6 +27,7 @@ from transformers import TrainerCallback
 from ..checkpoint import Checkpoint
 from ..policies import KeepPolicy
 from ..store import CheckpointStore, open_store
+from . import finite_scalars
 
 __all__ = ["StoreCallback", "latest_checkpoint"]
 
@@ -38,13 +38,8 @@ def _metrics_at(log_history: list[dict[str, Any]], step: int) -> dict[str, float
     """The newest value of every numeric metric logged at or before ``step``."""
     metrics: dict[str, float] = {}
     for entry in log_history:
-        if entry.get("step", 0) > step:
-            continue
-        for key, value in entry.items():
-            if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if math.isfinite(float(value)):
-                metrics[key] = float(value)
+        if entry.get("step", 0) <= step:
+            metrics.update(finite_scalars({k: v for k, v in entry.items() if k not in ("step", "epoch")}))
     return metrics
 
 
