@@ -82,15 +82,33 @@ def gcs_server() -> object:
         yield server
 
 
+def _fuse_or_skip() -> None:
+    from backends._fuse import fuse_available
+
+    reason = fuse_available()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def lazy_mount() -> object:
+    """A fresh LazyFS FUSE mount (unsynced writes dropped on ``power_cut()``) for one test."""
+    from backends.lazyfs import LazyMount
+
+    _fuse_or_skip()
+    with LazyMount() as mount:
+        yield mount
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """With CKPTSTORE_REQUIRE_SERVERS=1 (set by tox), a skipped S3 or GCS test fails the run."""
+    """With CKPTSTORE_REQUIRE_SERVERS=1 (set by tox), a skipped S3, GCS or FUSE test fails the run."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if (
         report.skipped
         and os.environ.get("CKPTSTORE_REQUIRE_SERVERS") == "1"
-        and (any(True for _ in item.iter_markers("s3")) or any(True for _ in item.iter_markers("gcs")))
+        and any(True for name in ("s3", "gcs", "fuse") for _ in item.iter_markers(name))
     ):
         report.outcome = "failed"
-        report.longrepr = f"{item.nodeid}: S3/GCS tests must run in CI, not skip ({report.longrepr})"
+        report.longrepr = f"{item.nodeid}: S3/GCS/FUSE tests must run in CI, not skip ({report.longrepr})"

@@ -21,6 +21,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,23 @@ def _check(url: str, options: dict[str, Any] | None, committed: set[int]) -> dic
     return {"checkpoints": len(present), "leftovers_removed": len(report.leftovers)}
 
 
-def run_harness(url: str, options: dict[str, Any] | None, kills: int, seed: int, max_delay: float) -> dict[str, Any]:
+def run_harness(
+    url: str,
+    options: dict[str, Any] | None,
+    kills: int,
+    seed: int,
+    max_delay: float,
+    after_kill: Callable[[], object] | None = None,
+) -> dict[str, Any]:
+    """Kill the writer ``kills`` times; ``after_kill`` runs right after each kill (a power cut)."""
     rng = random.Random(seed)
     committed: set[int] = set()
     removed = 0
     started = time.monotonic()
     for _ in range(kills):
         committed.update(_kill_once(url, options, rng, max_delay))
+        if after_kill is not None:
+            after_kill()
         removed += _check(url, options, committed)["leftovers_removed"]
     return {
         "kills": kills,

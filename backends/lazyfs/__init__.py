@@ -1,0 +1,34 @@
+"""A FUSE mount that keeps unsynced writes in memory and drops them on demand (a power cut).
+
+``with LazyMount() as fs:`` mounts the filesystem of :mod:`backends.lazyfs.fs` at ``fs.mountpoint``;
+``fs.power_cut()`` throws away every byte not fsynced and every directory change not committed by an
+fsync of its directory, as a power failure would; ``fs.sync()`` makes everything durable. It needs
+``/dev/fuse``, Debian's ``fuse3`` (``fusermount3``) and PyPI's ``mfusepy``; ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._fuse import FuseMount
+
+__all__ = ["LazyMount"]
+
+
+class LazyMount(FuseMount):
+    """A LazyFS daemon and its mount point."""
+
+    name = "lazyfs"
+    module = "backends.lazyfs"
+
+    def power_cut(self) -> dict[str, Any]:
+        """Drop everything not durable; returns the daemon's counters (``bytes_dropped``...)."""
+        return dict(self.command("crash"))
+
+    def sync(self) -> dict[str, Any]:
+        """Make everything durable (``sync(1)``)."""
+        return dict(self.command("sync"))
+
+    def report(self) -> dict[str, Any]:
+        """Counters and what is waiting for a sync now (``journal``, ``unsynced_files``)."""
+        return dict(self.command("report"))
