@@ -112,3 +112,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     ):
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid}: S3/GCS/FUSE tests must run in CI, not skip ({report.longrepr})"
+
+
+@pytest.fixture(scope="session")
+def nfs_server() -> object:
+    """A shared directory with five NFS-like client mounts (``backends/nfs``), for the whole run."""
+    from backends.nfs import NfsServer
+
+    _fuse_or_skip()
+    with NfsServer(ttl=float(os.environ.get("CKPTSTORE_NFS_TTL", "1.0"))) as server:
+        for _ in range(5):
+            server.client()
+        yield server

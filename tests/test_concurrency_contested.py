@@ -1,4 +1,6 @@
-"""4 writer processes x 25 saves on randomly contested epochs, with a reader, on local disk and on S3.
+"""4 writer processes x 25 saves on randomly contested epochs, with a reader, on local disk, S3 and NFS.
+
+On the NFS-like FUSE mounts (``backends/nfs``) each writer and the reader are different clients.
 
 Every epoch ends up committed exactly once (one writer wins it, the others get CommitConflictError),
 nothing committed is lost, ``last`` is the highest epoch, and a reader running throughout never sees a
@@ -28,16 +30,19 @@ def _plans(seed: int) -> list[list[int]]:
     return [sorted(rng.sample(pool, SAVES)) for _ in range(WRITERS)]
 
 
-def _run(url: str, options: dict[str, Any] | None, seed: int) -> None:
+def _run(url: str, options: dict[str, Any] | None, seed: int, writer_urls: list[str] | None = None) -> None:
+    """Run the writers (writer ``i`` on ``writer_urls[i]``, default ``url``) and a reader on ``url``."""
     plans = _plans(seed)
     opts = json.dumps(options or {})
-    writers = [_spawn(WRITER, opts, url, json.dumps(plan)) for plan in plans]
+    urls = writer_urls or [url] * WRITERS
+    writers = [_spawn(WRITER, opts, u, json.dumps(plan)) for u, plan in zip(urls, plans, strict=True)]
     reader = _spawn(READER, opts, url)
     _go([*writers, reader])
     results = [_result(w) for w in writers]
     assert reader.stdin is not None
-    reader.stdin.write("stop\n")
-    reader.stdin.flush()
+    if reader.poll() is None:  # a reader that died reports why below
+        reader.stdin.write("stop\n")
+        reader.stdin.flush()
     seen = _result(reader)
     attempted = {e for plan in plans for e in plan}
     for epoch in attempted:
@@ -59,3 +64,10 @@ def test_contested_epochs_on_local_disk(tmp_path: Path) -> None:
 @pytest.mark.s3
 def test_contested_epochs_on_s3(s3_server: Any) -> None:
     _run(s3_server.url(f"contested-{uuid.uuid4().hex}"), s3_server.storage_options, seed=12)
+
+
+@pytest.mark.fuse
+def test_contested_epochs_on_nfs_clients(nfs_server: Any) -> None:
+    name = f"contested-{uuid.uuid4().hex}"
+    clients = [str(client.mountpoint / name) for client in nfs_server.clients]
+    _run(clients[4], None, seed=13, writer_urls=clients[:4])

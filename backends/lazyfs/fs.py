@@ -62,7 +62,7 @@ def locked(method: F) -> F:
 
     @wraps(method)
     def run(self: LazyFS, *args: Any, **kwargs: Any) -> Any:
-        with self.lock:
+        with self.mutex:
             return method(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
@@ -74,7 +74,7 @@ class LazyFS:
     use_ns = True
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.mutex = threading.RLock()
         self.counter = itertools.count(ROOT + 1)
         self.nodes: dict[int, Node] = {ROOT: Node(ROOT, stat.S_IFDIR | 0o755)}
         self.journal: list[tuple[Any, ...]] = []  # uncommitted namespace changes, oldest first
