@@ -76,7 +76,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it answers; raise :class:`ServerError` otherwise."""
-        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.process = subprocess.Popen(
             list(self.command()),
             cwd=self.workdir,
@@ -113,6 +113,14 @@ class ServerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def halt(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the server abruptly (an outage), keeping its data: :meth:`start` brings it back as it was."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            process.wait(timeout=30)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove its directory."""

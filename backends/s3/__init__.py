@@ -59,6 +59,7 @@ class SeaweedFS(ServerProcess):
             f"-master.port.grpc={self.master_grpc}",
             "-master.volumeSizeLimitMB=256",
             "-master.telemetry=false",
+            "-master.electionTimeout=1s",  # a restart on the same data elects its leader in 1 s, not 10
             f"-volume.port={self.volume}",
             f"-volume.port.grpc={self.volume_grpc}",
             "-volume.max=0",

@@ -32,6 +32,7 @@ from .errors import (
     SingleWriterWarning,
     StoreNotFoundError,
     StoreNotWritableError,
+    StoreUnavailableError,
     UnexpectedFileError,
     UnsafePathError,
     UnsupportedURLError,
@@ -41,6 +42,7 @@ from .find import FileMatch, resolve_latest, select_max, select_min
 from .integrations.loop import Checkpointer
 from .manifest import FileEntry, Manifest
 from .policies import GcDecision, SaveDecision
+from .retry import RetryPolicy
 from .serializers import Serializer, get_serializer, register_serializer
 from .store import CheckpointStore, GcReport, SaveTransaction, StoreConfig
 from .store import open_store as open
@@ -67,6 +69,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "MissingMetricError",
+    "RetryPolicy",
     "SaveDecision",
     "SaveTransaction",
     "Serializer",
@@ -75,6 +78,7 @@ __all__ = [
     "StoreConfig",
     "StoreNotFoundError",
     "StoreNotWritableError",
+    "StoreUnavailableError",
     "UnexpectedFileError",
     "UnsafePathError",
     "UnsupportedURLError",

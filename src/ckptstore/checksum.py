@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from .errors import CommitFailedError
+from .errors import CkptStoreError, CommitFailedError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -246,8 +246,11 @@ class HashingStream(io.RawIOBase):
                 else:
                     self._hasher.update(piece)
                     self._sink.write(piece)
-            except OSError as exc:
-                raise CommitFailedError(exc.errno, f"writing {self._label} failed: {exc}") from exc
+            except Exception as exc:
+                typed = _write_error(exc, f"writing {self._label} failed")
+                if typed is exc:
+                    raise
+                raise typed from exc
             self._size += piece.nbytes
             if self._progress is not None:
                 self._progress(piece.nbytes)
@@ -259,9 +262,12 @@ class HashingStream(io.RawIOBase):
             return
         try:
             self._sink.close()
-        except OSError as exc:
+        except Exception as exc:
             super().close()
-            raise CommitFailedError(exc.errno, f"finishing {self._label} failed: {exc}") from exc
+            typed = _write_error(exc, f"finishing {self._label} failed")
+            if typed is exc:
+                raise
+            raise typed from exc
         super().close()
         if self._on_close is not None:
             self._on_close(self._size, self._hasher.hexdigest())
@@ -279,6 +285,17 @@ class HashingStream(io.RawIOBase):
         except Exception:
             pass
         super().close()
+
+
+def _write_error(exc: Exception, what: str) -> Exception:
+    """A typed error for a failed streamed write: an outage, an I/O error, or ``exc`` itself."""
+    from .retry import is_transient
+
+    if is_transient(exc):
+        return StoreUnavailableError(f"{what}: the backend stopped answering ({type(exc).__name__}: {exc})")
+    if isinstance(exc, OSError) and not isinstance(exc, CkptStoreError):
+        return CommitFailedError(exc.errno, f"{what}: {exc}")
+    return exc
 
 
 def copy_hashing(src: Any, sink: Any, progress: Any = None) -> tuple[int, str]:

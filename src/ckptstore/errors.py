@@ -26,6 +26,7 @@ __all__ = [
     "SingleWriterWarning",
     "StoreNotFoundError",
     "StoreNotWritableError",
+    "StoreUnavailableError",
     "UnexpectedFileError",
     "UnsafePathError",
     "UnsupportedURLError",
@@ -47,6 +48,15 @@ class StoreNotFoundError(CkptStoreError, FileNotFoundError):
 
 class StoreNotWritableError(CkptStoreError, PermissionError):
     """The store cannot be written: read-only mount, missing permissions, or opened read-only."""
+
+
+class StoreUnavailableError(CkptStoreError, ConnectionError):
+    """The backend did not answer (refused, reset, timed out, 5xx) for longer than the retry policy allows.
+
+    The last low-level error is the ``__cause__``. A save that fails this way committed nothing unless
+    its commit record was written and only the reply was lost; ``store.get(epoch)`` tells once the
+    backend is back. What was committed before is untouched.
+    """
 
 
 class CommitConflictError(CkptStoreError, FileExistsError):

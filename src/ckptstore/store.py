@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +63,7 @@ from ._validate import (
 from .backends.base import Backend, Capabilities, PendingUpload
 from .backends.local import LocalBackend
 from .backends.registry import open_backend
+from .backends.retrying import RetryingBackend
 from .checkpoint import EVALUATION_KEY, MANIFEST_FILE, METADATA_FILE, TRANSFER_THREADS, Checkpoint
 from .checksum import HashingStream, HashingWriter, copy_hashing, hash_and_sync
 from .errors import (
@@ -76,6 +78,7 @@ from .errors import (
     SingleWriterWarning,
     StoreNotFoundError,
     StoreNotWritableError,
+    StoreUnavailableError,
     UnsafePathError,
     VerificationError,
 )
@@ -95,6 +98,8 @@ from .policies import (
     resolve_mode,
 )
 from .resolve import natural_key
+from .retry import RetryPolicy, is_transient
+from .retry import call as retry_call
 from .serializers import Serializer, get_serializer
 
 __all__ = ["CheckpointStore", "GcReport", "SaveTransaction", "StoreConfig", "open_store"]
@@ -159,6 +164,7 @@ class StoreConfig:
     width: int = attrs.field(default=DEFAULT_WIDTH, validator=[attrs.validators.ge(1), attrs.validators.le(18)])
     log_file: bool = True
     progress: ProgressOption = attrs.field(default=None, eq=False)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, validator=attrs.validators.instance_of(RetryPolicy))
 
     def __attrs_post_init__(self) -> None:
         _ = self.save_rules  # validates the combination (save_best_only needs monitor, ...)
@@ -387,6 +393,8 @@ class CheckpointStore:
     ) -> None:
         self.config = config or StoreConfig()
         self._fs: Backend = backend if backend is not None else open_backend(root, storage_options)
+        if self._fs.local_path() is None:  # remote: retry what fails in passing, up to a deadline
+            self._fs = RetryingBackend(self._fs, self.config.retry)
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Checkpoint] | None = None
@@ -542,8 +550,8 @@ class CheckpointStore:
         if not (self.config.log_file and self._writable):
             return
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with contextlib.suppress(Exception):
-            self._fs.append_log(f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}", self._writer_id)
+        with contextlib.suppress(Exception):  # best effort, and no retries: the log never delays a save
+            self._quick_fs.append_log(f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}", self._writer_id)
 
     def log(self) -> builtins.list[str]:
         """Return the store's log lines, oldest first (``ckpt.log``, or the ``log/`` objects)."""
@@ -773,6 +781,8 @@ class CheckpointStore:
                 tx._work = None
                 raise
             tx._claimed = True
+            with _CLAIMS_LOCK:
+                _CLAIMING.add(tx)
 
     def _claim_record(self, epoch: int) -> bytes:
         return json.dumps(
@@ -819,6 +829,8 @@ class CheckpointStore:
         host, pid = info.get("host"), info.get("pid")
         if host == _HOST and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
             return f"its writer, process {pid} on this host, is gone"
+        if host == _HOST and pid == os.getpid() and not _claim_in_flight(info.get("writer"), info.get("epoch")):
+            return "its save in this process ended without committing (its clean-up failed: an outage?)"
         claimed = info.get("claimed_at_ns")
         if isinstance(claimed, int):
             age = (now_ns - claimed) / 1e9
@@ -828,15 +840,23 @@ class CheckpointStore:
             return "unreadable claim"
         return None
 
-    def _holds_claim(self, epoch: int) -> bool:
+    def _holds_claim(self, epoch: int, fs: Backend | None = None) -> bool:
         try:
-            raw = self._fs.read_bytes(f"{self._epoch_key(epoch)}/{CLAIM_FILE}")
+            raw = (fs or self._fs).read_bytes(f"{self._epoch_key(epoch)}/{CLAIM_FILE}")
         except FileNotFoundError:
             return False
         return _parse_json(raw).get("writer") == self._writer_id
 
+    @property
+    def _quick_fs(self) -> Backend:
+        """The backend without retries, for best-effort steps (log lines, clean-up after a failure)."""
+        return self._fs.inner if isinstance(self._fs, RetryingBackend) else self._fs
+
     def _discard(self, tx: SaveTransaction) -> None:
-        """Remove everything an aborted transaction staged, uploaded or claimed."""
+        """Remove everything an aborted transaction staged, uploaded or claimed (best effort).
+
+        Clean-up does not retry: gc removes what an outage leaves behind.
+        """
         work, tx._work = tx._work, None
         if work is not None:
             if self._caps.atomic_rename and work.parent == self.root / "work":
@@ -846,9 +866,10 @@ class CheckpointStore:
                 shutil.rmtree(work, ignore_errors=True)
         if tx._claimed:
             tx._claimed = False
-            with contextlib.suppress(Exception), _backend_errors(self._fs, "clean up"):
-                if self._holds_claim(tx.epoch) and not self._fs.exists(f"{self._epoch_key(tx.epoch)}/{MANIFEST_FILE}"):
-                    self._fs.delete_tree(self._epoch_key(tx.epoch), last=[CLAIM_FILE])
+            fs = self._quick_fs
+            with contextlib.suppress(Exception), _backend_errors(fs, "clean up"):
+                if self._holds_claim(tx.epoch, fs) and not fs.exists(f"{self._epoch_key(tx.epoch)}/{MANIFEST_FILE}"):
+                    fs.delete_tree(self._epoch_key(tx.epoch), last=[CLAIM_FILE])
 
     def _commit(self, tx: SaveTransaction) -> Checkpoint:
         started = time.monotonic()
@@ -961,7 +982,14 @@ class CheckpointStore:
                 _backend_errors(self._fs, f"upload epoch {tx.epoch}"),
                 ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-put") as pool,
             ):
-                results = list(pool.map(upload, staged))
+                results = list(
+                    pool.map(
+                        lambda item: retry_call(
+                            lambda: upload(item), self.config.retry, f"upload {prefix}/{item[0]} to {self.url}"
+                        ),
+                        staged,
+                    )
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -1970,10 +1998,7 @@ class CheckpointStore:
                         continue  # an empty folder marker (servers with real directories keep them)
                     why: str | None = "files without a claim or a manifest (an interrupted delete)"
                 else:
-                    info = _parse_json(raw)
-                    if info.get("writer") == self._writer_id:
-                        continue
-                    why = self._claim_abandoned(info, now)
+                    why = self._claim_abandoned(_parse_json(raw), now)
                 if why is not None:
                     abandoned.add(name)
                     found.append((f"epochs/{name}", f"uncommitted save: {why}"))
@@ -2176,7 +2201,11 @@ def _auth_problem(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def _backend_errors(backend: Backend, doing: str) -> Iterator[None]:
-    """Turn a backend's refusal of credentials into :class:`BackendAuthError` that names the fix."""
+    """Type a backend failure: refused credentials, an outage.
+
+    A refusal of credentials becomes :class:`BackendAuthError` (naming the fix), an outage that
+    escaped the retries :class:`StoreUnavailableError`.
+    """
     try:
         yield
     except CkptStoreError:
@@ -2184,6 +2213,10 @@ def _backend_errors(backend: Backend, doing: str) -> Iterator[None]:
     except FileNotFoundError:
         raise
     except Exception as exc:
+        if is_transient(exc):  # what escaped the retries (a stream that broke half-way)
+            raise StoreUnavailableError(
+                f"{backend.url}: could not {doing}: the backend stopped answering ({type(exc).__name__}: {exc})"
+            ) from exc
         if _auth_problem(exc):
             scheme = "gs" if backend.scheme in ("gs", "gcs") else backend.scheme
             hint = _AUTH_HINTS.get(scheme, "check the credentials in storage_options")
@@ -2192,6 +2225,17 @@ def _backend_errors(backend: Backend, doing: str) -> Iterator[None]:
                 f"or found none ({type(exc).__name__}); {hint}"
             ) from None
         raise
+
+
+_CLAIMS_LOCK = threading.Lock()
+_CLAIMING: weakref.WeakSet[SaveTransaction] = weakref.WeakSet()
+"""Transactions of this process that hold (or held) a claim; a claim is in flight while ``_claimed``."""
+
+
+def _claim_in_flight(writer: object, epoch: object) -> bool:
+    """True if a save of this process still holds the claim of ``writer`` on ``epoch``."""
+    with _CLAIMS_LOCK:
+        return any(t._claimed and t._store._writer_id == writer and t.epoch == epoch for t in list(_CLAIMING))
 
 
 def _pid_alive(pid: int) -> bool:

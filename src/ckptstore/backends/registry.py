@@ -41,6 +41,9 @@ _FS_DEFAULTS: dict[str, dict[str, Any]] = {
     "s3": {"use_listings_cache": False, "skip_instance_cache": True},
     "gs": {"skip_instance_cache": True},
 }
+# botocore's own retries (legacy mode: 5 tries with backoff) would stack under the store's policy and
+# outlast its deadline; connection attempts fail fast so an outage is seen and retried on schedule.
+_S3_CONFIG_DEFAULTS: dict[str, Any] = {"connect_timeout": 10, "retries": {"max_attempts": 1, "mode": "standard"}}
 
 
 def register_backend(scheme: str, factory: Callable[[str, Mapping[str, Any]], Backend]) -> None:
@@ -133,7 +136,10 @@ def open_backend(url: str | os.PathLike[str], storage_options: Mapping[str, Any]
         except (TypeError, ValueError) as exc:
             raise UnsupportedURLError(f"{text!r}: the fsspec {protocol!r} filesystem refused the URL: {exc}") from None
         return FsspecBackend(fs, str(root).rstrip("/"), display)
-    fs = fs_class(**{**_FS_DEFAULTS.get(protocol, {}), **options})
+    merged = {**_FS_DEFAULTS.get(protocol, {}), **options}
+    if protocol == "s3":  # botocore retries little and times out soon: the store's RetryPolicy decides
+        merged["config_kwargs"] = {**_S3_CONFIG_DEFAULTS, **(options.get("config_kwargs") or {})}
+    fs = fs_class(**merged)
     root = fs._strip_protocol(f"{protocol}://{rest}") if rest else ""
     root = root.rstrip("/")
     if scheme == "memory":
