@@ -6,7 +6,7 @@ deletions. After every kill a fresh store instance in this (different) process c
 ``latest()`` and ``best()`` verify, that the newest committed checkpoints the writer reported are still
 there, that every checkpoint present verifies,
 that no pointer dangles, and that ``gc()`` leaves nothing behind. Quick mode runs in the normal suite;
-``tox -e chaos`` runs the long mode (``CKPTSTORE_CHAOS_KILLS_LOCAL``, ``CKPTSTORE_CHAOS_KILLS_S3``) and
+``tox -e chaos`` runs the long mode (``CKPTSTORE_CHAOS_KILLS_LOCAL``, ``_S3``, ``_NFS``) and
 prints the figures that docs/reliability.md reports.
 """
 
@@ -133,4 +133,14 @@ def test_random_sigkills_on_s3_lose_nothing(s3_server: Any) -> None:
     url = s3_server.url(f"chaos-{uuid.uuid4().hex}")
     figures = run_harness(url, s3_server.storage_options, kills, seed=2, max_delay=2.0)
     _figures("s3", figures)
+    assert figures["committed"] > 0
+
+
+@pytest.mark.fuse
+def test_random_sigkills_on_an_nfs_client_lose_nothing(nfs_server: Any) -> None:
+    kills = int(os.environ.get("CKPTSTORE_CHAOS_KILLS_NFS", "4"))
+    url = str(nfs_server.clients[0].mountpoint / f"chaos-{uuid.uuid4().hex}")
+    figures = run_harness(url, None, kills, seed=4, max_delay=1.5)
+    figures["silly_renames"] = nfs_server.clients[0].report()["silly_renames"]
+    _figures("nfs", figures)
     assert figures["committed"] > 0
