@@ -90,13 +90,16 @@ def _fuse_or_skip() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture
-def lazy_mount() -> object:
-    """A fresh LazyFS FUSE mount (unsynced writes dropped on ``power_cut()``) for one test."""
+@pytest.fixture(params=["journal", "strict"])
+def lazy_mount(request: pytest.FixtureRequest) -> object:
+    """A fresh LazyFS FUSE mount (unsynced writes dropped on ``power_cut()``) for one test.
+
+    Twice: with an ordered journal (ext4-like) and with strict per-directory fsyncs (POSIX's minimum).
+    """
     from backends.lazyfs import LazyMount
 
     _fuse_or_skip()
-    with LazyMount() as mount:
+    with LazyMount(strict=request.param == "strict") as mount:
         yield mount
 
 

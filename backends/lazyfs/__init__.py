@@ -16,10 +16,23 @@ __all__ = ["LazyMount"]
 
 
 class LazyMount(FuseMount):
-    """A LazyFS daemon and its mount point."""
+    """A LazyFS daemon and its mount point.
+
+    Args:
+        strict: A directory's fsync commits only the changes in that directory (default: the journal
+            up to its last change there, as ext4 does).
+    """
 
     name = "lazyfs"
     module = "backends.lazyfs"
+
+    def __init__(self, strict: bool = False) -> None:
+        super().__init__()
+        self.strict = strict
+
+    def arguments(self) -> list[str]:
+        """``--strict`` when asked for."""
+        return ["--strict"] if self.strict else []
 
     def power_cut(self) -> dict[str, Any]:
         """Drop everything not durable; returns the daemon's counters (``bytes_dropped``...)."""

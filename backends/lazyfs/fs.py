@@ -9,6 +9,10 @@ allows:
   ``fsync`` on a directory commits the journal up to and including the last change in that
   directory; nothing else commits it (not a file's ``fsync``, not ``close``). A rename is one journal
   entry, so a power cut never shows an entry in both places.
+* With ``strict=True`` (``--strict``), a directory's ``fsync`` commits only the changes in that
+  directory and the earlier changes they depend on (a rename counts for both of its directories and
+  brings their earlier changes along), the least POSIX promises: a program must fsync every
+  directory it changed, parents of new directories included.
 * ``crash`` (the power cut) throws away every unsynced byte and every uncommitted namespace change;
   ``sync`` commits everything, like ``sync(1)``.
 
@@ -73,7 +77,8 @@ class LazyFS:
 
     use_ns = True
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
         self.mutex = threading.RLock()
         self.counter = itertools.count(ROOT + 1)
         self.nodes: dict[int, Node] = {ROOT: Node(ROOT, stat.S_IFDIR | 0o755)}
@@ -266,8 +271,23 @@ class LazyFS:
     @locked
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
         node = self._lookup(path or "/")
-        last = max((i for i, change in enumerate(self.journal) if self._touches(change, node.ino)), default=-1)
-        self._commit(last + 1)
+        if self.strict:
+            # The changes in this directory, plus every earlier change in a directory they touch
+            # (a rename out of work/ needs work/'s earlier entries first): never an impossible state.
+            chosen: set[int] = set()
+            dirs = {node.ino}
+            for i in range(len(self.journal) - 1, -1, -1):
+                change = self.journal[i]
+                touched = {change[1], change[3]} if change[0] == "rename" else {change[1]}
+                if touched & dirs:
+                    chosen.add(i)
+                    dirs |= touched
+            for i in sorted(chosen):
+                self._apply(self.journal[i])
+            self.journal = [c for i, c in enumerate(self.journal) if i not in chosen]
+        else:
+            last = max((i for i, change in enumerate(self.journal) if self._touches(change, node.ino)), default=-1)
+            self._commit(last + 1)
         self.stats["dir_fsyncs"] += 1
         return 0
 
@@ -368,8 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("mountpoint")
     parser.add_argument("--control", required=True, help="Unix socket for crash/sync/report")
+    parser.add_argument("--strict", action="store_true", help="a directory fsync commits only its own changes")
     args = parser.parse_args(argv)
-    fs = LazyFS()
+    fs = LazyFS(strict=args.strict)
     commands = {"crash": fs.crash, "sync": fs.sync, "report": fs.report}
     serve(
         fs,

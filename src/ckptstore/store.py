@@ -486,7 +486,7 @@ class CheckpointStore:
             raise ManifestError(f"{where} is not valid JSON: {exc}") from None
         if local is not None and self._writable:
             for sub in ("epochs", "work", "pointers", "pins", "trash", "retired"):
-                (local / sub).mkdir(exist_ok=True)
+                LocalBackend.make_dirs(local / sub)
         result: dict[str, Any] = descriptor
         return result
 
@@ -495,7 +495,7 @@ class CheckpointStore:
             if not create:
                 raise StoreNotFoundError(f"no store at {root} (pass create=True to make one)")
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                LocalBackend.make_dirs(root)
             except PermissionError as exc:
                 raise StoreNotWritableError(f"cannot create the store at {root}: {exc}") from None
             except FileExistsError:
