@@ -1076,6 +1076,8 @@ class CheckpointStore:
                     pointed = self._checkpoint_or_none(current)
                     if pointed is None or is_better(value, pointed.metrics.get(monitor), self.mode):
                         return checkpoint.epoch
+                    if value == pointed.metrics.get(monitor) and checkpoint.epoch < pointed.epoch:
+                        return checkpoint.epoch  # a tie goes to the earliest epoch, as in every other path
                     return None
 
                 self._update_pointer("best", better)
