@@ -37,7 +37,7 @@ def fuse_available() -> str | None:
     if not Path("/dev/fuse").exists():
         return "/dev/fuse is missing (no FUSE in this kernel or container)"
     if shutil.which("fusermount3") is None:
-        return "fusermount3 is missing: install Debian's fuse3 package (.ci/run does)"
+        return "fusermount3 is missing: run `python -m backends.system_packages` (tox does) or `apt-get install fuse3`"
     try:
         import mfusepy  # noqa: F401
     except (ImportError, OSError) as exc:
