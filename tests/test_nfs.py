@@ -28,7 +28,23 @@ def _clients(nfs_server: Any, name: str) -> list[Path]:
     return [client.mountpoint / name for client in nfs_server.clients]
 
 
-def test_the_mounts_behave_like_nfs_clients(nfs_server: Any) -> None:
+@pytest.fixture(scope="module")
+def sticky_nfs() -> Any:
+    """Two clients whose caches stay stale for 10 minutes, so what is stale does not depend on timing."""
+    from backends._fuse import fuse_available
+    from backends.nfs import NfsServer
+
+    reason = fuse_available()
+    if reason is not None:
+        pytest.skip(reason)
+    with NfsServer(ttl=600.0) as server:
+        server.client()
+        server.client()
+        yield server
+
+
+def test_the_mounts_behave_like_nfs_clients(sticky_nfs: Any) -> None:
+    nfs_server = sticky_nfs
     a, b = _clients(nfs_server, f"semantics-{uuid.uuid4().hex}")[:2]
     a.mkdir()
     assert os.listdir(b) == []  # b caches this listing now
@@ -62,7 +78,8 @@ def test_the_mounts_behave_like_nfs_clients(nfs_server: Any) -> None:
     assert counters["silly_renames"] >= 1
 
 
-def test_a_file_deleted_by_another_client_is_a_stale_handle(nfs_server: Any) -> None:
+def test_a_file_deleted_by_another_client_is_a_stale_handle(sticky_nfs: Any) -> None:
+    nfs_server = sticky_nfs
     a, b = _clients(nfs_server, f"stale-{uuid.uuid4().hex}")[:2]
     a.mkdir()
     (a / "f").write_bytes(b"x")
