@@ -9,23 +9,19 @@ socket and the daemon's log.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from ._server import ServerError
+from ._server import ChildProcess, ServerError
 
 __all__ = ["FuseMount", "fuse_available", "serve"]
 
@@ -81,7 +77,7 @@ def serve(operations: Any, mountpoint: str, control: str, commands: dict[str, Co
         listener.close()
 
 
-class FuseMount:
+class FuseMount(ChildProcess):
     """A FUSE daemon child process and its mount point.
 
     Subclasses name the daemon module (run with ``python -m``) and its extra arguments.
@@ -95,12 +91,10 @@ class FuseMount:
     start_timeout = 30.0
 
     def __init__(self, mountpoint: Path | None = None) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self.name}-"))
+        super().__init__()
         self.mountpoint = mountpoint or self.workdir / "mnt"
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.control = str(self.workdir / "control.sock")
-        self.log_path = self.workdir / "daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def arguments(self) -> Sequence[str]:
         """Extra command-line arguments for the daemon."""
@@ -141,37 +135,8 @@ class FuseMount:
             raise ServerError(f"{self.name} command {name!r} failed: {reply['error']}")
         return reply["ok"]
 
-    def tail(self, lines: int = 30) -> str:
-        """The end of the daemon's log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
     def stop(self) -> None:
         """Unmount, stop the daemon and remove the temporary directory."""
         subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False, capture_output=True)
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+        self._terminate(grace=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def describe(mount: FuseMount) -> str:
-    """A one-line JSON description of a running mount (for ``python -m backends.<name>``)."""
-    return json.dumps({"mountpoint": str(mount.mountpoint), "control": mount.control})

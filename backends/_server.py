@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ServerError", "ServerProcess", "find_executable", "free_ports"]
+__all__ = ["ChildProcess", "ServerError", "ServerProcess", "find_executable", "free_ports"]
 
 
 class ServerError(RuntimeError):
@@ -48,7 +48,54 @@ def find_executable(name: str) -> str:
     return found
 
 
-class ServerProcess:
+class ChildProcess:
+    """A child process (a server, a FUSE daemon) with its own temporary directory and log."""
+
+    name = "child"
+
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self.name}-"))
+        self.log_path = self.workdir / f"{self.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Any:
+        """Start the child and wait until it is ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the child and remove its directory."""
+        raise NotImplementedError
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of the child's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _terminate(self, grace: float) -> None:
+        """SIGTERM the child's process group, SIGKILL it after ``grace`` seconds; forget the process."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=15)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class ServerProcess(ChildProcess):
     """A server child process with its own temporary directory and log.
 
     Subclasses set :meth:`command` and :meth:`ready`, and describe themselves with :meth:`env`.
@@ -56,11 +103,6 @@ class ServerProcess:
 
     name = "server"
     start_timeout = 90.0
-
-    def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self.name}-"))
-        self.log_path = self.workdir / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> Sequence[str]:
         """The command line to run."""
@@ -107,13 +149,6 @@ class ServerProcess:
         self.stop()
         raise ServerError(f"{self.name} did not answer within {self.start_timeout:.0f}s ({last!r}):\n{self.tail()}")
 
-    def tail(self, lines: int = 30) -> str:
-        """The end of the server's log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
     def halt(self, sig: int = signal.SIGKILL) -> None:
         """Stop the server abruptly (an outage), keeping its data: :meth:`start` brings it back as it was."""
         process, self.process = self.process, None
@@ -124,25 +159,8 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove its directory."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=3)  # the data is throwaway: no need to wait for a clean shutdown
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+        self._terminate(grace=3)  # the data is throwaway: no need to wait for a clean shutdown
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def serve_forever(server: ServerProcess, describe: Callable[[], str]) -> None:
