@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from .errors import CkptStoreError, CommitFailedError, StoreUnavailableError
+from .retry import is_transient
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -289,8 +290,6 @@ class HashingStream(io.RawIOBase):
 
 def _write_error(exc: Exception, what: str) -> Exception:
     """A typed error for a failed streamed write: an outage, an I/O error, or ``exc`` itself."""
-    from .retry import is_transient
-
     if is_transient(exc):
         return StoreUnavailableError(f"{what}: the backend stopped answering ({type(exc).__name__}: {exc})")
     if isinstance(exc, OSError) and not isinstance(exc, CkptStoreError):
