@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import jax
 import jax.numpy as jnp
-from _common import maybe_kill, parse
+from _common import maybe_kill, parse, report
 from flax import linen as nn
 
 import ckptstore
@@ -55,8 +55,7 @@ def main() -> None:
         ckpt.save(epoch, {"params": params, "momentum": momentum}, metrics={"val_loss": val_loss})
         print(f"epoch {epoch}: val_loss {val_loss:.4f}", flush=True)
         maybe_kill(epoch, args.kill_after)
-    print(ckpt.store.table())
-    print(f"best: epoch {ckpt.store.best().epoch}")
+    report(ckpt.store)
 
 
 if __name__ == "__main__":

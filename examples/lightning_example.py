@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytorch_lightning as pl
 import torch
-from _common import maybe_kill, parse
+from _common import maybe_kill, parse, report
 
 import ckptstore
 from ckptstore.integrations.lightning import StoreCheckpoint, resume_path
@@ -68,8 +68,7 @@ def main() -> None:
         print(f"resuming from {ckpt_path}" if ckpt_path else "starting from scratch")
         trainer.fit(Model(), train, val, ckpt_path=ckpt_path)
     store = ckptstore.open(url, monitor="val_loss")
-    print(store.table())
-    print(f"best: epoch {store.best().epoch}")
+    report(store)
 
 
 if __name__ == "__main__":

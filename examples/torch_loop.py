@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import torch
-from _common import maybe_kill, parse
+from _common import maybe_kill, parse, report
 
 import ckptstore
 from ckptstore.integrations.torch import capture_rng, restore_rng
@@ -56,8 +56,7 @@ def main() -> None:
         )
         print(f"epoch {epoch}: val_loss {val_loss:.4f}", flush=True)
         maybe_kill(epoch, args.kill_after)
-    print(ckpt.store.table())
-    print(f"best: epoch {ckpt.store.best().epoch}")
+    report(ckpt.store)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,10 @@ class LazyFS:
             self._apply(change)
         del self.journal[:upto]
 
-    def _touches(self, change: tuple[Any, ...], ino: int) -> bool:
-        return change[1] == ino or (change[0] == "rename" and change[3] == ino)
+    @staticmethod
+    def _dirs(change: tuple[Any, ...]) -> set[int]:
+        """The directories a journal entry changes (a rename changes two)."""
+        return {change[1], change[3]} if change[0] == "rename" else {change[1]}
 
     # -- control commands ------------------------------------------------------------------------------
     @locked
@@ -277,8 +279,7 @@ class LazyFS:
             chosen: set[int] = set()
             dirs = {node.ino}
             for i in range(len(self.journal) - 1, -1, -1):
-                change = self.journal[i]
-                touched = {change[1], change[3]} if change[0] == "rename" else {change[1]}
+                touched = self._dirs(self.journal[i])
                 if touched & dirs:
                     chosen.add(i)
                     dirs |= touched
@@ -286,7 +287,7 @@ class LazyFS:
                 self._apply(self.journal[i])
             self.journal = [c for i, c in enumerate(self.journal) if i not in chosen]
         else:
-            last = max((i for i, change in enumerate(self.journal) if self._touches(change, node.ino)), default=-1)
+            last = max((i for i, change in enumerate(self.journal) if node.ino in self._dirs(change)), default=-1)
             self._commit(last + 1)
         self.stats["dir_fsyncs"] += 1
         return 0

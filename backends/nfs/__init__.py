@@ -41,7 +41,7 @@ class NfsMount(FuseMount):
         return ["--export", str(self.export), "--ttl", str(self.ttl)]
 
     def report(self) -> dict[str, Any]:
-        """Counters: ``silly_renames``, ``stale_handles``, ``stale_answers``, ``open_files``."""
+        """Counters: ``silly_renames``, ``stale_handles``, ``open_files``."""
         return dict(self.command("report"))
 
 

@@ -57,24 +57,25 @@ class NfsClientFS:
         self.attrs: dict[str, tuple[float, dict[str, Any] | None]] = {}  # None: cached "does not exist"
         self.listings: dict[str, tuple[float, list[tuple[str, dict[str, int], int]]]] = {}
         self.handles: dict[int, tuple[int, str]] = {}  # fh -> (server fd, client path)
-        self.stats = {"silly_renames": 0, "stale_handles": 0, "stale_answers": 0}
+        self.stats = {"silly_renames": 0, "stale_handles": 0}
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _server(self, path: str) -> str:
         return os.path.join(self.export, path.lstrip("/"))
 
-    def _fresh_attrs(self, path: str) -> dict[str, Any] | None:
-        try:
-            st = os.lstat(self._server(path))
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
-            return None
-        attrs = {name: getattr(st, name) for name in CACHE_FIELDS}
+    def _attrs(self, st: os.stat_result) -> dict[str, Any]:
+        """What a client sees of ``st``: times truncated to the server's resolution."""
+        attrs: dict[str, Any] = {name: getattr(st, name) for name in CACHE_FIELDS}
         for name in ("st_mtime", "st_ctime", "st_atime"):
             ns = getattr(st, f"{name}_ns")
             attrs[name] = ns - ns % self.resolution_ns
         return attrs
+
+    def _fresh_attrs(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self._attrs(os.lstat(self._server(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def _forget(self, *paths: str) -> None:
         """Drop cached answers about ``paths``, their parents and (for directories) what is below."""
@@ -92,27 +93,20 @@ class NfsClientFS:
 
     # -- control commands ------------------------------------------------------------------------------
     def report(self, _args: dict[str, Any]) -> dict[str, Any]:
-        """Counters: silly renames made, stale handles met, stale answers given."""
+        """Counters: silly renames made, stale handles met."""
         with self.mutex:
             return {**self.stats, "open_files": len(self.handles)}
 
     # -- FUSE operations -------------------------------------------------------------------------------
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
         if fh is not None and fh in self.handles:
-            st = os.fstat(self.handles[fh][0])
-            attrs = {name: getattr(st, name) for name in CACHE_FIELDS}
-            for name in ("st_mtime", "st_ctime", "st_atime"):
-                ns = getattr(st, f"{name}_ns")
-                attrs[name] = ns - ns % self.resolution_ns
-            return attrs
+            return self._attrs(os.fstat(self.handles[fh][0]))
         assert path is not None
         now = time.monotonic()
         with self.mutex:
             cached = self.attrs.get(path)
         if cached is not None and now - cached[0] < self.ttl:
-            attrs: dict[str, Any] | None = cached[1]
-            if (attrs is None) != (not os.path.lexists(self._server(path))):
-                self.stats["stale_answers"] += 1
+            attrs: dict[str, Any] | None = cached[1]  # possibly stale: that is the point
         else:
             attrs = self._fresh_attrs(path)
             with self.mutex:

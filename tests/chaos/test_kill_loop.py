@@ -16,8 +16,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -28,6 +26,8 @@ from typing import Any
 import pytest
 
 import ckptstore
+
+from ..test_object_stores import _spawn
 
 WRITER = textwrap.dedent(
     """
@@ -52,15 +52,7 @@ WRITER = textwrap.dedent(
 
 def _kill_once(url: str, options: dict[str, Any] | None, rng: random.Random, max_delay: float) -> list[int]:
     """Start the writer, let it run a random time, SIGKILL it; return the epochs it reported committed."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, url, json.dumps(options), str(rng.randrange(1 << 30))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    proc = _spawn(WRITER, url, json.dumps(options), str(rng.randrange(1 << 30)))  # returns once ready
     time.sleep(rng.uniform(0, max_delay))  # the fault's random moment: not a synchronization
     proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=60)

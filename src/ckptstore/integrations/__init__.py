@@ -7,11 +7,17 @@ helpers for hand-written loops), and :class:`ckptstore.Checkpointer` for any pla
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
-from typing import Any
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["finite_scalars"]
+if TYPE_CHECKING:
+    from ..store import CheckpointStore
+
+__all__ = ["finite_scalars", "restart_folder"]
 
 
 def finite_scalars(values: Mapping[str, Any] | None) -> dict[str, float]:
@@ -27,3 +33,22 @@ def finite_scalars(values: Mapping[str, Any] | None) -> dict[str, float]:
         if math.isfinite(number):
             out[str(key)] = number
     return out
+
+
+@contextlib.contextmanager
+def restart_folder(store: CheckpointStore | str | os.PathLike[str], **open_options: Any) -> Iterator[Path | None]:
+    """The newest checkpoint that verifies, as a local folder for the block; None if there is none.
+
+    On object stores the checkpoint is downloaded (verified) for the duration of the block. ``store``
+    may be a URL, opened with ``open_options``.
+    """
+    from ..store import CheckpointStore, open_store
+
+    if not isinstance(store, CheckpointStore):
+        store = open_store(store, **open_options)
+    checkpoint = store.restart("auto")
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.local_path(verify=False) as path:
+        yield path

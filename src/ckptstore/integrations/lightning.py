@@ -24,11 +24,10 @@ except ImportError:  # the standalone package
     import pytorch_lightning as pl
 
 from .. import keep as keep_policies
-from ..checkpoint import Checkpoint
 from ..errors import CheckpointNotFoundError, InvalidArgumentError
 from ..policies import SaveRules, decide_save, resolve_mode
 from ..store import CheckpointStore, open_store
-from . import finite_scalars
+from . import finite_scalars, restart_folder
 
 __all__ = ["StoreCheckpoint", "resume_path"]
 
@@ -132,11 +131,5 @@ def resume_path(store: CheckpointStore | str | os.PathLike[str], **open_options:
     Yields None on a store with no checkpoint (so ``fit`` starts from scratch). On object stores the
     checkpoint is downloaded (verified) for the duration of the block.
     """
-    if not isinstance(store, CheckpointStore):
-        store = open_store(store, **open_options)
-    checkpoint: Checkpoint | None = store.restart("auto")
-    if checkpoint is None:
-        yield None
-        return
-    with checkpoint.local_path(verify=False) as path:
-        yield str(path / CKPT_FILE)
+    with restart_folder(store, **open_options) as path:
+        yield None if path is None else str(path / CKPT_FILE)

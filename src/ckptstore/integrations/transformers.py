@@ -24,10 +24,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..checkpoint import Checkpoint
 from ..policies import KeepPolicy
 from ..store import CheckpointStore, open_store
-from . import finite_scalars
+from . import finite_scalars, restart_folder
 
 __all__ = ["StoreCallback", "latest_checkpoint"]
 
@@ -113,11 +112,5 @@ class StoreCallback(TrainerCallback):
 @contextlib.contextmanager
 def latest_checkpoint(store: CheckpointStore | str | os.PathLike[str], **open_options: Any) -> Iterator[str | None]:
     """The newest checkpoint that verifies, as a local folder for ``resume_from_checkpoint``; None if none."""
-    if not isinstance(store, CheckpointStore):
-        store = open_store(store, **open_options)
-    checkpoint: Checkpoint | None = store.restart("auto")
-    if checkpoint is None:
-        yield None
-        return
-    with checkpoint.local_path(verify=False) as path:
-        yield str(path)
+    with restart_folder(store, **open_options) as path:
+        yield None if path is None else str(path)
