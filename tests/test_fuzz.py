@@ -135,12 +135,13 @@ class StoreMatchesModel(RuleBasedStateMachine):
         self.model: dict[int, float] = {}
         self.pins: set[int] = set()
         self.last: int | None = None
+        self.parent: int | None = None  # a run never deletes the checkpoint it resumed (or rolled back) to
 
     def _expected_after_gc(self) -> None:
         if not self.model:
             return
         best = min(self.model, key=lambda e: (self.model[e], e))
-        protected = {best, *self.pins} | ({self.last} if self.last is not None else set())
+        protected = {best, *self.pins} | {e for e in (self.last, self.parent) if e is not None}
         others = sorted((e for e in self.model if e not in protected), reverse=True)
         for epoch in others[2:]:
             del self.model[epoch]
@@ -180,6 +181,7 @@ class StoreMatchesModel(RuleBasedStateMachine):
         self.model = {e: v for e, v in self.model.items() if e <= epoch}
         self.pins = {p for p in self.pins if p <= epoch}
         self.last = epoch
+        self.parent = epoch
 
     @rule()
     def gc(self) -> None:
@@ -190,6 +192,8 @@ class StoreMatchesModel(RuleBasedStateMachine):
     def restart(self) -> None:
         chosen = self.store.restart("auto")
         assert (chosen.epoch if chosen else None) == self.last
+        if chosen is not None:
+            self.parent = chosen.epoch
 
     @invariant()
     def same_epochs_pointers_and_pins(self) -> None:

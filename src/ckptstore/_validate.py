@@ -9,15 +9,33 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .errors import InvalidArgumentError, InvalidEpochError, InvalidMetricError, UnsafePathError
+import attrs
+
+from .errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidEpochError,
+    InvalidMetricError,
+    UnsafePathError,
+)
 
 RESERVED_NAMES = frozenset({"MANIFEST.json", "METADATA.json", ".claim"})
 """Top-level names inside an epoch directory that belong to ckptstore."""
 
 _MAX_NAME_BYTES = 255
+
+MAX_METADATA_DEPTH = 64
+"""Containers (dicts and lists) nested deeper than this are refused in metadata."""
+
+MAX_FILES = 1_000_000
+"""Files one checkpoint may hold (what a manifest may list)."""
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LOG_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def check_epoch(epoch: object, width: int) -> int:
@@ -45,12 +63,50 @@ def check_optional_int(name: str, value: object) -> int | None:
     return int(value)
 
 
+def check_count(name: str, value: object) -> int:
+    """Return ``value`` if it is a non-negative int (a count or a limit).
+
+    Raises:
+        InvalidArgumentTypeError: it is not an int (a bool, a float and a string included).
+        InvalidArgumentError: it is negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentTypeError(
+            f"{name} must be a non-negative int, got {_short(value)} ({type(value).__name__})"
+        )
+    if value < 0:
+        raise InvalidArgumentError(f"{name} must be a non-negative int, got {value}")
+    return int(value)
+
+
+def check_optional_text(name: str, value: object) -> str | None:
+    """Return ``value`` if it is None or a non-empty string (a metric name, a sort key).
+
+    Raises:
+        InvalidArgumentTypeError: it is neither.
+        InvalidArgumentError: it is an empty string.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentTypeError(f"{name} must be a string, got {_short(value)} ({type(value).__name__})")
+    if not value:
+        raise InvalidArgumentError(f"{name} must be a non-empty string")
+    return value
+
+
 def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """Return the metrics as a plain ``{name: float}`` dict.
 
+    A value must be a real number: an ``int`` or ``float``, any :class:`numbers.Real` (numpy
+    scalars, ``Fraction``), or a 0-d array or tensor of a numeric dtype (numpy, torch). Strings and
+    bytes are refused even when they spell a number, as are bools, complex numbers and arrays with
+    more than one element.
+
     Raises:
         InvalidMetricError: a name is not a non-empty string, or a value is not a finite real
-            number (NaN and infinities are refused: they cannot be compared or stored in JSON).
+            number (NaN and infinities are refused: they cannot be compared or stored in JSON; an
+            int too large for a float is refused too).
     """
     if metrics is None:
         return {}
@@ -60,35 +116,127 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     for name, value in metrics.items():
         if not isinstance(name, str) or not name:
             raise InvalidMetricError(f"metric names must be non-empty strings, got {name!r}")
-        if isinstance(value, bool):
-            raise InvalidMetricError(f"metric {name!r} must be a number, got a bool")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidMetricError(f"metric {name!r} must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise InvalidMetricError(f"metric {name!r} is {number}; only finite values can be stored")
-        out[name] = number
+        out[name] = _metric_value(name, value)
     return out
+
+
+def _metric_value(name: str, value: object) -> float:
+    """``value`` as a finite float, or :class:`InvalidMetricError` naming the metric."""
+    kind = type(value).__name__
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        raise InvalidMetricError(
+            f"metric {name!r} must be a number, got the {kind} {_short(value)}; pass float(...) if it is one"
+        )
+    if isinstance(value, bool) or _dtype_kind(value) == "b":
+        raise InvalidMetricError(f"metric {name!r} must be a number, got a bool ({value!r})")
+    if not isinstance(value, numbers.Real):
+        if isinstance(value, numbers.Complex) or _dtype_kind(value) not in ("", "i", "u", "f"):
+            raise InvalidMetricError(f"metric {name!r} must be a real number, got the {kind} {_short(value)}")
+        if getattr(value, "ndim", 0) != 0 or not callable(getattr(type(value), "__float__", None)):
+            raise InvalidMetricError(
+                f"metric {name!r} must be one number (an int, a float, a 0-d array or tensor), "
+                f"got {kind} {_short(value)}"
+            )
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise InvalidMetricError(f"metric {name!r} is {_short(value)}, too large for a float") from None
+    except (TypeError, ValueError):
+        raise InvalidMetricError(f"metric {name!r} must be a number, got {kind} {_short(value)}") from None
+    if not math.isfinite(number):
+        raise InvalidMetricError(f"metric {name!r} is {number}; only finite values can be stored")
+    return number
+
+
+def _dtype_kind(value: object) -> str:
+    """The kind of an array's or tensor's dtype (numpy's letters: b, i, u, f, c, ...); "" for other values."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return ""
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    text = str(dtype)  # torch: torch.float32, torch.bool, torch.complex64, ...
+    if "bool" in text:
+        return "b"
+    if "complex" in text:
+        return "c"
+    return "f" if getattr(dtype, "is_floating_point", False) else "i"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
 
 
 def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return a JSON round-tripped copy of ``metadata``.
 
     Raises:
-        InvalidArgumentError: it is not a mapping with string keys, or not JSON-serializable
-            (NaN and infinities included).
+        InvalidArgumentTypeError: it is not a mapping, or a key at any depth is not a string (JSON
+            would silently turn ``1`` into ``"1"``).
+        InvalidArgumentError: it nests dicts and lists deeper than :data:`MAX_METADATA_DEPTH`, is
+            circular, or is not JSON-serializable (NaN and infinities included).
     """
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
-        raise InvalidArgumentError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        raise InvalidArgumentTypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    check_json_tree(metadata, "metadata")
     try:
         text = json.dumps(dict(metadata), allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgumentError(f"metadata must be JSON-serializable: {exc}") from None
     result: dict[str, Any] = json.loads(text)
     return result
+
+
+def check_json_tree(value: object, what: str, *, max_depth: int = MAX_METADATA_DEPTH) -> None:
+    """Refuse non-string keys, nesting deeper than ``max_depth`` and cycles, without recursion.
+
+    Args:
+        value: The dicts and lists to walk (other values are left to ``json.dumps``).
+        what: What to call it in messages (``metadata``).
+        max_depth: Most containers allowed on one path from the top.
+
+    Raises:
+        InvalidArgumentTypeError: a key is not a string.
+        InvalidArgumentError: too deep, or circular.
+    """
+    if not isinstance(value, (Mapping, list, tuple)):
+        return
+    stack: list[tuple[int, Iterator[tuple[str, object]]]] = [(id(value), _children(value, what, "top level"))]
+    on_path = {id(value)}
+    while stack:
+        for _where, child in stack[-1][1]:
+            if not isinstance(child, (Mapping, list, tuple)):
+                continue
+            if id(child) in on_path:
+                raise InvalidArgumentError(f"{what} is circular (it contains itself); it cannot be stored as JSON")
+            if len(stack) >= max_depth:
+                raise InvalidArgumentError(
+                    f"{what} nests dicts and lists more than {max_depth} levels deep; flatten it"
+                )
+            on_path.add(id(child))
+            stack.append((id(child), _children(child, what, _where)))
+            break
+        else:
+            on_path.discard(stack.pop()[0])
+
+
+def _children(node: object, what: str, where: str) -> Iterator[tuple[str, object]]:
+    if isinstance(node, Mapping):
+        for key, child in node.items():
+            if not isinstance(key, str):
+                raise InvalidArgumentTypeError(
+                    f"{what} keys must be strings, got the {type(key).__name__} key {key!r} at {where}; "
+                    "JSON would silently store it as a string"
+                )
+            yield f"key {key!r}", child
+    else:
+        assert isinstance(node, (list, tuple))
+        for i, child in enumerate(node):
+            yield f"item {i} of {where}", child
 
 
 def check_relpath(name: object, *, allow_reserved: bool = False) -> str:
@@ -115,3 +263,292 @@ def check_relpath(name: object, *, allow_reserved: bool = False) -> str:
     if not allow_reserved and parts[0] in RESERVED_NAMES and len(parts) == 1:
         raise UnsafePathError(f"{name!r} is reserved for ckptstore's own records")
     return "/".join(parts)
+
+
+def check_portable_name(rel: str) -> str:
+    """Return ``rel`` if every backend can store it and give it back: it must be valid UTF-8.
+
+    A lone surrogate (what ``os.fsdecode`` makes of bytes that are not UTF-8) is a fine local file
+    name, but no object store can hold it, so a checkpoint with it could never be copied there.
+
+    Raises:
+        UnsafePathError: it holds a lone surrogate.
+    """
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError(
+            f"file name {rel!r} is not valid UTF-8 (a lone surrogate, as os.fsdecode makes of undecodable bytes); "
+            "no object store can hold it: rename the file"
+        ) from None
+    return rel
+
+
+def check_file_set(names: Iterable[str], *, portable: bool = True) -> None:
+    """Refuse a set of file names that cannot be restored side by side as files.
+
+    A name that is also a folder of another name (``a`` and ``a/b``) can be stored as two objects
+    but never downloaded or loaded: a directory cannot also be a file.
+
+    Args:
+        names: The relative paths of one checkpoint (already checked by :func:`check_relpath`).
+        portable: Also require valid UTF-8 (see :func:`check_portable_name`); False when reading
+            records that a local store may have written before this rule.
+
+    Raises:
+        UnsafePathError: a name is listed twice, is the folder of another, is not UTF-8, or there
+            are more than :data:`MAX_FILES`.
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise UnsafePathError(f"file {name!r} is listed twice")
+        seen.add(name)
+        if len(seen) > MAX_FILES:
+            raise UnsafePathError(f"a checkpoint holds at most {MAX_FILES} files")
+        if portable:
+            check_portable_name(name)
+    for name in sorted(seen):
+        folder = name.rpartition("/")[0]
+        while folder:
+            if folder in seen:
+                raise UnsafePathError(clash_message(folder, name))
+            folder = folder.rpartition("/")[0]
+
+
+def clash_message(file: str, below: str) -> str:
+    """The message for a file ``file`` that is also the folder of ``below``."""
+    return f"{file!r} would be both a file and the folder of {below!r}; no disk can restore both: rename one"
+
+
+def check_key_length(rel: str, key: str, size: int, limit: int | None) -> None:
+    """Refuse a file whose full key (or local path) is longer than the backend accepts.
+
+    Args:
+        rel: The file's name in the checkpoint (for the message).
+        key: Its full key or path (for the message).
+        size: The length of ``key`` in bytes, as the backend counts it.
+        limit: The backend's limit (``Capabilities.max_key_bytes``); None for none known.
+
+    Raises:
+        UnsafePathError: the key is too long.
+    """
+    if limit is not None and size > limit:
+        raise UnsafePathError(
+            f"file name {_short(rel)} is too long: its full key {_short(key)} is {size} bytes, and this backend "
+            f"accepts at most {limit} bytes; shorten the name (or the store's path)"
+        )
+
+
+def escape_log_text(text: str) -> str:
+    r"""``text`` on one line: line breaks and other control characters become escapes (``\n``, ``\x1b``).
+
+    Every character ``str.splitlines`` breaks at is escaped (C0 and C1 controls, U+2028, U+2029), so
+    a user string (a metric name, a file name) can never start a forged line in the log.
+    """
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    known = _LOG_ESCAPES.get(char)
+    if known is not None:
+        return known
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# -- validators of the options of ckptstore.open (attrs style) ---------------------------------------------
+def _got(value: object) -> str:
+    return f"{_short(value)} ({type(value).__name__})"
+
+
+@attrs.frozen(repr=False)
+class _IsBool:
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, bool):
+            raise InvalidArgumentTypeError(f"option {attribute.name} must be True or False, got {_got(value)}")
+
+    def __repr__(self) -> str:
+        return "<is_bool validator>"
+
+
+@attrs.frozen(repr=False)
+class _IsInt:
+    low: int
+    high: int | None
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InvalidArgumentTypeError(f"option {attribute.name} must be an int, got {_got(value)}")
+        number = int(value)
+        if number < self.low or (self.high is not None and number > self.high):
+            raise InvalidArgumentError(f"option {attribute.name} must be {self._range()}, got {number}")
+
+    def _range(self) -> str:
+        return f">= {self.low}" if self.high is None else f"from {self.low} to {self.high}"
+
+    def __repr__(self) -> str:
+        return f"<is_int validator {self._range()}>"
+
+
+@attrs.frozen(repr=False)
+class _IsReal:
+    positive: bool
+    optional: bool
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None and self.optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InvalidArgumentTypeError(f"option {attribute.name} must be a number, got {_got(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or (self.positive and not number > 0):
+            what = "a finite number > 0" if self.positive else "a finite number"
+            raise InvalidArgumentError(f"option {attribute.name} must be {what}, got {_short(value)}")
+
+    def __repr__(self) -> str:
+        return f"<is_real validator{' > 0' if self.positive else ''}{' or None' if self.optional else ''}>"
+
+
+@attrs.frozen(repr=False)
+class _IsName:
+    optional: bool
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None and self.optional:
+            return
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(f"option {attribute.name} must be a string, got {_got(value)}")
+        if not value.strip():
+            raise InvalidArgumentError(f"option {attribute.name} must be a non-empty string, got {value!r}")
+        if _CONTROL.search(value):
+            raise InvalidArgumentError(
+                f"option {attribute.name} must not contain line breaks or control characters, got {value!r}"
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(f"option {attribute.name} must be valid UTF-8, got {value!r}") from None
+
+    def __repr__(self) -> str:
+        return f"<is_name validator{' or None' if self.optional else ''}>"
+
+
+@attrs.frozen(repr=False)
+class _IsText:
+    optional: bool
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None and self.optional:
+            return
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(f"option {attribute.name} must be a string, got {_got(value)}")
+        if not value:
+            raise InvalidArgumentError(f"option {attribute.name} must be a non-empty string")
+
+    def __repr__(self) -> str:
+        return f"<is_text validator{' or None' if self.optional else ''}>"
+
+
+@attrs.frozen(repr=False)
+class _IsChoice:
+    choices: tuple[str, ...]
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        names = ", ".join(repr(c) for c in self.choices)
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(f"option {attribute.name} must be one of {names}, got {_got(value)}")
+        if value not in self.choices:
+            raise InvalidArgumentError(f"option {attribute.name} must be one of {names}, got {value!r}")
+
+    def __repr__(self) -> str:
+        return f"<is_choice validator {self.choices}>"
+
+
+@attrs.frozen(repr=False)
+class _IsProgress:
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and not isinstance(value, bool) and not callable(value):
+            raise InvalidArgumentTypeError(
+                f"option {attribute.name} must be None, True, False or a callable(done, total, description), "
+                f"got {_got(value)}"
+            )
+
+    def __repr__(self) -> str:
+        return "<is_progress validator>"
+
+
+@attrs.frozen(repr=False)
+class _IsKeepPolicy:
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        from .policies import check_keep_policy
+
+        if value is not None:
+            check_keep_policy(value, f"option {attribute.name}")
+
+    def __repr__(self) -> str:
+        return "<is_keep_policy validator>"
+
+
+@attrs.frozen(repr=False)
+class _IsInstance:
+    kind: type
+    hint: str
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, self.kind):
+            raise InvalidArgumentTypeError(
+                f"option {attribute.name} must be a {self.kind.__name__} ({self.hint}), got {_got(value)}"
+            )
+
+    def __repr__(self) -> str:
+        return f"<is_instance validator {self.kind.__name__}>"
+
+
+def is_bool() -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: exactly True or False (not 0, 1 or "yes")."""
+    return _IsBool()
+
+
+def is_int(low: int, high: int | None = None) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: an int (never a bool or a float) from ``low`` to ``high`` (inclusive)."""
+    return _IsInt(low, high)
+
+
+def is_real(*, positive: bool = False, optional: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: a finite real number (never a bool or a string), > 0 if ``positive``, or None if ``optional``."""
+    return _IsReal(positive, optional)
+
+
+def is_name(*, optional: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: a non-empty UTF-8 string without line breaks or control characters (run ids)."""
+    return _IsName(optional)
+
+
+def is_text(*, optional: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: a non-empty string (metric names)."""
+    return _IsText(optional)
+
+
+def is_choice(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: one of the given strings."""
+    return _IsChoice(tuple(choices))
+
+
+def is_progress() -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: None, a bool, or a progress callback."""
+    return _IsProgress()
+
+
+def is_keep_policy() -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: None or a keep policy object (``ckptstore.keep.linear(5)``, ...)."""
+    return _IsKeepPolicy()
+
+
+def is_instance(kind: type, hint: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A validator: an instance of ``kind``; ``hint`` says how to make one."""
+    return _IsInstance(kind, hint)

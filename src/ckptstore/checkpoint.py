@@ -20,20 +20,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import xxhash
+
 from ._progress import ProgressOption, make_progress
 from ._validate import RESERVED_NAMES, check_metadata, check_relpath
 from .checksum import copy_hashing, hash_file, hash_stream
 from .errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
+    CkptStoreError,
+    DestinationExistsError,
     IncompleteCheckpointError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     ManifestError,
     SerializerError,
     UnexpectedFileError,
+    UnsafeEntryError,
 )
 from .manifest import FileEntry, Manifest
-from .serializers import Serializer, get_serializer
+from .serializers import CheckpointFiles, Serializer, get_serializer
+from .serializers._reader import checkpoint_files
 
 if TYPE_CHECKING:
     from .store import CheckpointStore
@@ -44,6 +51,7 @@ MANIFEST_FILE = "MANIFEST.json"
 METADATA_FILE = "METADATA.json"
 EVALUATION_KEY = "evaluation"
 """The metadata key under which :meth:`CheckpointStore.evaluate` records its results."""
+_UNIX_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 TRANSFER_THREADS = 4
 """Files copied at once by downloads and uploads (each buffers at most one part)."""
 
@@ -70,7 +78,6 @@ class Checkpoint:
         self.key = key
         self.manifest = manifest
         self._metadata = metadata  # as recorded in index.json when listed from it; None: read on demand
-        self._local: Path | None = None  # a verified download while load() runs on an object store
 
     @property
     def path(self) -> Path:
@@ -80,7 +87,7 @@ class Checkpoint:
             InvalidArgumentError: the store is not on a local filesystem; use :meth:`local_path`
                 or :meth:`download`.
         """
-        local = self._local or self._store._fs.local_path(self.key)
+        local = self._store._fs.local_path(self.key)
         if local is None:
             raise InvalidArgumentError(
                 f"{self.url} is not on a local filesystem; use 'with ck.local_path() as path:' or ck.download(dest)"
@@ -210,9 +217,8 @@ class Checkpoint:
 
     @property
     def committed_at(self) -> _dt.datetime:
-        """The commit time (timezone-aware, UTC)."""
-        ns = self.manifest.committed_at_ns
-        return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc)
+        """The commit time (timezone-aware, UTC), exact to the microsecond (no float rounding)."""
+        return _UNIX_EPOCH + _dt.timedelta(microseconds=self.manifest.committed_at_ns // 1000)
 
     @property
     def url(self) -> str:
@@ -221,16 +227,24 @@ class Checkpoint:
 
     # -- reading files -------------------------------------------------------------------------------
     def _file_key(self, name: str) -> str:
+        return f"{self.key}/{self._entry(name).path}"
+
+    def _entry(self, name: str) -> FileEntry:
+        """The manifest's entry for ``name``: only a safe relative name that the manifest lists has one."""
         rel = check_relpath(name)
-        if rel not in self.files:
-            raise CheckpointNotFoundError(f"checkpoint epoch {self.epoch} has no file {rel!r}")
-        return f"{self.key}/{rel}"
+        entry = self.files.get(rel)
+        if entry is None:
+            raise CheckpointNotFoundError(
+                f"checkpoint epoch {self.epoch} has no file {rel!r}; it holds {', '.join(sorted(self.files)[:10])}"
+            )
+        return entry
 
     def open(self, name: str, mode: str = "rb") -> BinaryIO:
-        """Open one of the checkpoint's files for reading.
+        """Open one of the checkpoint's files for reading (as stored: the stream is not verified).
 
         Raises:
             InvalidArgumentError: ``mode`` is not a read mode.
+            UnsafePathError: ``name`` is absolute, has a ``..`` component, or is a reserved name.
             CheckpointNotFoundError: the manifest lists no such file.
         """
         if mode not in ("rb", "r"):
@@ -242,9 +256,24 @@ class Checkpoint:
             return io.TextIOWrapper(stream, encoding="utf-8")  # type: ignore[return-value]
         return stream  # type: ignore[return-value]
 
-    def read_bytes(self, name: str) -> bytes:
-        """Return the content of one of the checkpoint's files."""
-        return self._store._fs.read_bytes(self._file_key(name))
+    def read_bytes(self, name: str, *, verify: bool = True) -> bytes:
+        """Return the content of one of the checkpoint's files, checked against the manifest.
+
+        Args:
+            name: The file's name as the manifest lists it.
+            verify: Compare the size and xxh3-128 digest of what was read with the manifest (the
+                default; the hash is computed from the bytes in memory, not by a second read).
+
+        Raises:
+            UnsafePathError: ``name`` is absolute, has a ``..`` component, or is a reserved name.
+            CheckpointNotFoundError: the manifest lists no such file.
+            ChecksumMismatchError: ``verify`` and the content differs from the manifest.
+        """
+        entry = self._entry(name)
+        data = self._store._fs.read_bytes(f"{self.key}/{entry.path}")
+        if verify:
+            _check_entry(f"{self.url}/{entry.path}", entry, len(data), xxhash.xxh3_128_hexdigest(data))
+        return data
 
     # -- integrity ------------------------------------------------------------------------------------
     def verify(self) -> Checkpoint:
@@ -257,8 +286,16 @@ class Checkpoint:
             IncompleteCheckpointError: the manifest or a listed file is missing.
             ManifestError: the manifest changed or no longer parses.
             ChecksumMismatchError: a file's size or digest differs (names the file).
-            UnexpectedFileError: a file the manifest does not list is present.
+            UnexpectedFileError: a file the manifest does not list is present, or a file (or the
+                epoch folder) is a symlink or a special file: it is neither followed nor opened.
         """
+        try:
+            self._verify()
+        except UnsafeEntryError as exc:
+            raise UnexpectedFileError(f"epoch {self.epoch} fails verification: {exc}") from exc
+        return self
+
+    def _verify(self) -> None:
         fs = self._store._fs
         where = f"{self.url}/{MANIFEST_FILE}"
         try:
@@ -292,7 +329,6 @@ class Checkpoint:
             results = list(pool.map(lambda e: (e, digest(e)), listed.values()))
         for entry, (size, found) in results:
             _check_entry(f"{self.url}/{entry.path}", entry, size, found)
-        return self
 
     # -- loading --------------------------------------------------------------------------------------
     def load(self, serializer: str | Serializer | None = None, *, verify: bool = True, **kwargs: Any) -> Any:
@@ -301,13 +337,18 @@ class Checkpoint:
         Args:
             serializer: A name or object; None uses the one recorded in the manifest. Pickle is
                 never used unless named here.
-            verify: Re-hash every file first (the default); False skips it.
+            verify: Re-hash every file first (the default); False skips it. Either way the
+                serializer reads only files the manifest lists, through a
+                :class:`~ckptstore.serializers.CheckpointFiles`.
             **kwargs: Passed to the serializer (``map_location``, ``mmap_mode``, ...).
 
         Raises:
             InvalidArgumentError: no serializer was recorded or given, or the recorded one is pickle
                 and the caller did not name it.
-            VerificationError: the checkpoint fails verification.
+            VerificationError: the checkpoint fails verification; or (``IncompleteCheckpointError``)
+                the serializer needs a file the manifest does not list, e.g. one its own index names.
+            UnsafePathError: the serializer's index names a file outside the checkpoint.
+            UnsafeEntryError: a file it reads is a symlink or a special file.
             SerializerError: the serializer raised.
         """
         if serializer is None:
@@ -323,24 +364,14 @@ class Checkpoint:
                 )
             serializer = recorded
         impl = get_serializer(serializer)
-        if self._store._fs.local_path(self.key) is not None:
-            if verify:
-                self.verify()
-            return self._load_with(impl, kwargs)
-        # Object store: one verified download, and the serializer reads the local copy.
-        with self.local_path(verify=verify) as local:
-            self._local = local
-            try:
-                return self._load_with(impl, kwargs)
-            finally:
-                self._local = None
+        # Local stores: the verified epoch folder; object stores: one verified download.
+        with checkpoint_files(self, verify=verify) as files:
+            return self._load_with(impl, files, kwargs)
 
-    def _load_with(self, impl: Serializer, kwargs: dict[str, Any]) -> Any:
+    def _load_with(self, impl: Serializer, files: CheckpointFiles, kwargs: dict[str, Any]) -> Any:
         try:
-            return impl.load(self, **kwargs)
-        except (InvalidArgumentError, CheckpointNotFoundError):
-            raise
-        except ImportError:
+            return impl.load(files, **kwargs)
+        except (CkptStoreError, ImportError):
             raise
         except Exception as exc:
             raise SerializerError(f"serializer {impl.name!r} failed to load epoch {self.epoch}: {exc}") from exc
@@ -368,9 +399,18 @@ class Checkpoint:
 
         Raises:
             ChecksumMismatchError: a file read differs from the manifest (nothing of it is left).
+            DestinationExistsError: ``dest`` (or a folder the files go into) is a file, or a folder
+                stands where a file goes; checked before anything is written.
+            InvalidArgumentTypeError: ``dest`` is not a path.
         """
+        if not isinstance(dest, (str, os.PathLike)):
+            raise InvalidArgumentTypeError(f"download() needs a destination path, got {type(dest).__name__}")
         target = Path(dest)
-        target.mkdir(parents=True, exist_ok=True)
+        _check_destination(target, [*(e.path for e in self.manifest.files), MANIFEST_FILE], self.epoch)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:  # it appeared meanwhile
+            raise DestinationExistsError(f"cannot download epoch {self.epoch} into {target}: {exc}") from None
         fs = self._store._fs
         bar = make_progress(progress, self.size, f"download epoch {self.epoch}")
 
@@ -379,7 +419,7 @@ class Checkpoint:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.part"
             try:
-                with fs.open_read(f"{self.key}/{entry.path}") as src, open(tmp, "wb") as dst:
+                with fs.open_read(f"{self.key}/{entry.path}") as src, open(tmp, "xb") as dst:
                     size, digest = copy_hashing(src, dst, bar)
                 if verify:
                     _check_entry(f"{self.url}/{entry.path}", entry, size, digest)
@@ -434,6 +474,34 @@ class Checkpoint:
             "files": {p: {"size": f.size, "xxh3_128": f.xxh3_128} for p, f in self.files.items()},
             "url": self.url,
         }
+
+
+def _check_destination(target: Path, names: Iterable[str], epoch: int) -> None:
+    """Refuse a download destination that is in the way, before anything is written.
+
+    ``target`` and its parents must be folders (or not exist); below it, a folder must not stand
+    where a file goes, nor a file where a folder goes.
+    """
+    where = f"cannot download epoch {epoch} into {target}"
+    for path in (target, *target.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise DestinationExistsError(f"{where}: {path} is a file, not a folder; choose another destination")
+            break
+    if not target.is_dir():
+        return  # nothing below it yet
+    folders: set[str] = set()
+    for name in names:
+        if (target / name).is_dir():
+            raise DestinationExistsError(f"{where}: {target / name} is a folder where the file {name!r} goes")
+        folder = name.rpartition("/")[0]
+        while folder and folder not in folders:
+            folders.add(folder)
+            folder = folder.rpartition("/")[0]
+    for folder in sorted(folders):
+        path = target / folder
+        if path.exists() and not path.is_dir():
+            raise DestinationExistsError(f"{where}: {path} is a file where the folder {folder!r} goes")
 
 
 def _check_entry(where: str, entry: FileEntry, size: int, digest: str) -> None:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from .errors import CkptStoreError, CommitFailedError, StoreUnavailableError
+from ._nofollow import open_regular
+from .errors import CkptStoreError, CommitFailedError, StoreUnavailableError, UnsafePathError
 from .retry import is_transient
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ CHUNK_SIZE = 8 * 1024 * 1024
 
 _OVERLAP_THRESHOLD = 256 * 1024
 """Below this, hashing inline is cheaper than handing the buffer to the helper thread."""
+
+_REGULAR_ONLY = "checkpoints hold regular files only"
 
 _hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-hash")
 
@@ -150,15 +153,19 @@ class HashingWriter(io.RawIOBase):
 
 
 def hash_and_sync(path: Path) -> tuple[int, str]:
-    """Hash a file that is already written and make it durable, reading it only once.
+    """Hash a file written into ``tx.path`` and make it durable, reading it only once.
 
     The fsync runs in a helper thread while this thread reads and hashes, so the (usually cached)
-    read and the hash overlap the flush to disk.
+    read and the hash overlap the flush to disk. Only a regular file is opened, never through a
+    symlink (see :func:`~ckptstore._nofollow.open_regular`): a FIFO would block the read forever.
 
     Returns:
         The file's size and xxh3-128 hex digest.
+
+    Raises:
+        UnsafePathError: ``path`` is a symlink, FIFO, socket or device (it is not opened).
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd, _ = open_regular(path, error=UnsafePathError, why=_REGULAR_ONLY)
     try:
         syncing = _hash_pool.submit(os.fsync, fd)
         try:
@@ -171,8 +178,13 @@ def hash_and_sync(path: Path) -> tuple[int, str]:
 
 
 def hash_file(path: Path) -> tuple[int, str]:
-    """Return the size and xxh3-128 hex digest of a file (used by verification)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    """Return the size and xxh3-128 hex digest of a committed file (used by verification).
+
+    Raises:
+        UnsafeEntryError: ``path`` is a symlink, FIFO, socket or device (it is neither followed nor
+            opened).
+    """
+    fd, _ = open_regular(path, why=_REGULAR_ONLY)
     try:
         return _hash_fd(fd)
     finally:

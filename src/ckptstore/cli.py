@@ -32,11 +32,13 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 import ckptstore
 from ckptstore import keep as keep_policies
+from ckptstore._redact import redact, redact_url, scrub_exception
 from ckptstore.checkpoint import Checkpoint
 from ckptstore.errors import (
     BackendAuthError,
@@ -49,6 +51,7 @@ from ckptstore.errors import (
 )
 from ckptstore.store import (
     CheckpointStore,
+    _history_entry,  # one reading of index.json's history for gc and plot
     _human,  # one size format for the table, the log and the CLI
 )
 
@@ -111,15 +114,9 @@ class _State:
     def options(self) -> dict[str, Any] | None:
         return storage_options(self.option_pairs) or None
 
-    def open(self, url: str, monitor: str | None = None, mode: str | None = None, **config: Any) -> CheckpointStore:
-        options = self.options()
-        store = ckptstore.open(url, create=False, storage_options=options, **config)
-        recorded = store.recorded_monitor()
-        metric = monitor or (recorded[0] if recorded else None)
-        if metric is None:
-            return store
-        chosen_mode = mode or (recorded[1] if recorded and recorded[0] == metric else "auto")
-        return ckptstore.open(url, create=False, storage_options=options, monitor=metric, mode=chosen_mode, **config)
+    def open(self, url: str, **config: Any) -> CheckpointStore:
+        """Open an existing store with the monitor and mode it recorded (``--monitor`` ranks, it does not rebind)."""
+        return ckptstore.open(url, create=False, storage_options=self.options(), **config)
 
 
 pass_state = click.make_pass_decorator(_State)
@@ -135,16 +132,23 @@ class _Group(click.Group):
             raise
         except CkptStoreError as exc:
             state = ctx.find_object(_State)
+            scrub_exception(exc)  # also what --debug prints: no secret in the message or its causes
             if state is not None and state.debug:
                 raise
-            err_console.print(f"[bold red]ckptstore: error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]ckptstore: error:[/] {_shown(exc)}", highlight=False, soft_wrap=True)
             ctx.exit(_exit_code(exc))
         except OSError as exc:
             state = ctx.find_object(_State)
+            scrub_exception(exc)
             if state is not None and state.debug:
                 raise
-            err_console.print(f"[bold red]ckptstore: backend error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]ckptstore: backend error:[/] {_shown(exc)}", highlight=False, soft_wrap=True)
             ctx.exit(EXIT_CODES["backend"])
+
+
+def _shown(exc: BaseException) -> str:
+    """The error's message fit for the terminal: secrets redacted, rich markup (``[/path]``) escaped."""
+    return escape(redact(str(exc)))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -222,7 +226,11 @@ def ls_command(
     as_json: bool,
 ) -> None:
     """List checkpoints with time, size, metrics and best/last/pinned marks (like Determined)."""
-    store = state.open(url, monitor, mode)
+    store = state.open(url)
+    if sort_by is None and monitor is not None:  # rank by another metric than the store's monitor
+        sort_by = monitor
+        if order is None and mode in ("min", "max"):
+            order = "asc" if mode == "min" else "desc"
     checkpoints = store.list(sort_by=sort_by, order=order, limit=top_n)  # type: ignore[arg-type]
     marks = _marks(store)
     if as_json:
@@ -245,7 +253,7 @@ def ls_command(
             ",".join(marks(c.epoch)),
         )
     console.print(table)
-    console.print(f"[dim]see the curve: ckptstore plot {url}[/]", highlight=False)
+    console.print(f"[dim]see the curve: ckptstore plot {escape(redact_url(url))}[/]", highlight=False)
 
 
 @cli.command("show")
@@ -256,7 +264,7 @@ def ls_command(
 @pass_state
 def show_command(state: _State, url: str, which: str, monitor: str | None, as_json: bool) -> None:
     """Show one checkpoint (best, latest or an EPOCH): manifest, files, metadata."""
-    store = state.open(url, monitor)
+    store = state.open(url)
     c = _which(store, which, monitor)
     info = dict(c.info())
     info["marks"] = _marks(store)(c.epoch)
@@ -274,7 +282,7 @@ def show_command(state: _State, url: str, which: str, monitor: str | None, as_js
     for path, entry in sorted(c.files.items()):
         files.add_row(path, _human(entry.size), entry.xxh3_128)
     console.print(files)
-    console.print(f"[dim]see where it sits: ckptstore plot {url}[/]", highlight=False)
+    console.print(f"[dim]see where it sits: ckptstore plot {escape(redact_url(url))}[/]", highlight=False)
 
 
 # -- download --------------------------------------------------------------------------------------------
@@ -319,7 +327,7 @@ def download_command(
     as_json: bool,
 ) -> None:
     """Download checkpoints into OUTPUT_DIR/<epoch>/, verified while reading."""
-    store = state.open(url, metric)
+    store = state.open(url)
     which: Any = epoch if epoch is not None else (pick or "best")
     show = sys.stderr.isatty() if progress is None else progress
     with _progress_bar(show) as bar:
@@ -552,7 +560,7 @@ def metadata_command(state: _State, url: str, epoch: int, sets: tuple[str, ...],
 @pass_state
 def plot_command(state: _State, url: str, metric: str | None, output: str | None) -> None:
     """Plot a metric by epoch, marking best, last, pinned, kept and deleted checkpoints."""
-    store = state.open(url, metric)
+    store = state.open(url)
     name = metric or store.config.monitor
     if name is None:
         raise InvalidArgumentError("plot needs --metric (the store recorded no monitor)")
@@ -572,14 +580,12 @@ def plot_store(store: CheckpointStore, metric: str, output: Path) -> Path:
         raise BackendUnavailableError("plot needs matplotlib: pip install 'ckptstore[plot]'") from None
     index = store.index()
     kept = {c.epoch: c.all_metrics[metric] for c in store.list(sort_by="epoch") if metric in c.all_metrics}
-    deleted = {
-        int(h["epoch"]): float(h["metrics"][metric])
-        for h in index.get("history", {}).values()
-        if isinstance(h, dict)
-        and isinstance(h.get("metrics"), dict)
-        and metric in h["metrics"]
-        and int(h["epoch"]) not in kept
-    }
+    history = index.get("history")
+    deleted: dict[int, float] = {}
+    for item in history.values() if isinstance(history, dict) else ():  # a cache: junk entries are skipped
+        entry = _history_entry(item)
+        if entry is not None and metric in entry["metrics"] and entry["epoch"] not in kept:
+            deleted[entry["epoch"]] = entry["metrics"][metric]
     if not kept and not deleted:
         raise CheckpointNotFoundError(f"no checkpoint in {store.url} has the metric {metric!r}")
     marks = _marks(store)

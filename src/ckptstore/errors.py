@@ -16,18 +16,23 @@ __all__ = [
     "CkptStoreError",
     "CommitConflictError",
     "CommitFailedError",
+    "DestinationExistsError",
     "IncompleteCheckpointError",
     "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "InvalidEpochError",
     "InvalidMetricError",
     "ManifestError",
     "MissingMetricError",
+    "MonitorMismatchError",
+    "PostCommitWarning",
     "SerializerError",
     "SingleWriterWarning",
     "StoreNotFoundError",
     "StoreNotWritableError",
     "StoreUnavailableError",
     "UnexpectedFileError",
+    "UnsafeEntryError",
     "UnsafePathError",
     "UnsupportedURLError",
     "VerificationError",
@@ -70,8 +75,24 @@ class CommitFailedError(CkptStoreError, OSError):
     """
 
 
+class UnsafeEntryError(CkptStoreError, PermissionError):
+    """An internal file or folder of the store is a symlink, or a special file (FIFO, socket, device).
+
+    ckptstore never follows a symlink inside the store and never opens a special file: the entry is
+    refused without being read, written or deleted through. The message names it; remove it by hand.
+    """
+
+
 class InvalidArgumentError(CkptStoreError, ValueError):
     """An argument is malformed; nothing on disk was changed."""
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument has the wrong type (``None`` for a URL, a string for a count); nothing was changed.
+
+    It is both a ``ValueError`` (through :class:`InvalidArgumentError`) and the ``TypeError`` that
+    plain Python raises for a wrongly typed argument, so either ``except`` keeps working.
+    """
 
 
 class InvalidEpochError(InvalidArgumentError):
@@ -90,6 +111,17 @@ class MissingMetricError(InvalidArgumentError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class MonitorMismatchError(InvalidArgumentError):
+    """The store records another monitor (or mode) than the one given; rank by others with ``best(metric=...)``."""
+
+
+class DestinationExistsError(InvalidArgumentError, FileExistsError):
+    """A download's destination is in the way: it is a file where a folder goes, or a folder where a file goes.
+
+    Nothing was written; choose another destination or remove what is there.
+    """
+
+
 class UnsafePathError(InvalidArgumentError):
     """A file name would escape the checkpoint directory or clash with a reserved name."""
 
@@ -104,6 +136,15 @@ class BackendUnavailableError(CkptStoreError, ImportError):
 
 class BackendAuthError(CkptStoreError, PermissionError):
     """The backend refused the credentials, or found none (names where credentials come from)."""
+
+
+class PostCommitWarning(UserWarning):
+    """A checkpoint WAS committed, but a step after the commit point failed (pointers, index, keep policy).
+
+    The save returned its checkpoint: it is durable and verifiable. The pointers and ``index.json``
+    are caches; the next call of the same store rebuilds them from the manifests (``restart()``
+    recomputes them in a new process). The failure is in the message and in the log.
+    """
 
 
 class SingleWriterWarning(UserWarning):

@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 import attrs
 
-from .errors import InvalidArgumentError, MissingMetricError
+from .errors import InvalidArgumentError, InvalidArgumentTypeError, MissingMetricError
 
 __all__ = [
     "CheckpointInfo",
@@ -28,6 +28,7 @@ __all__ = [
     "all_",
     "any_of",
     "best",
+    "check_keep_policy",
     "decide_save",
     "every",
     "exponential",
@@ -111,14 +112,50 @@ class KeepPolicy(Protocol):
         ...
 
 
+_KEEP_HINT = "keep=ckptstore.keep.linear(5)"
+
+
+def check_keep_policy(value: object, what: str = "keep") -> KeepPolicy:
+    """Return ``value`` if it is a keep policy object: it has a ``select(infos, ctx)`` method.
+
+    Args:
+        value: The candidate.
+        what: What to call it in the message (``option keep``).
+
+    Raises:
+        InvalidArgumentTypeError: it is a string, a number, a policy class instead of a policy, or
+            anything else without ``select``; the message shows how to make one.
+    """
+    if isinstance(value, type):
+        name = getattr(value, "__name__", "policy")
+        raise InvalidArgumentTypeError(
+            f"{what} got the class {name}, not a policy: call it, e.g. keep=ckptstore.keep.{name}(5) (or {_KEEP_HINT})"
+        )
+    if not callable(getattr(value, "select", None)):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise InvalidArgumentTypeError(
+            f"{what} must be a keep policy such as {_KEEP_HINT}, ckptstore.keep.best(3) or "
+            f"ckptstore.keep.any_of(...), got {shown} ({type(value).__name__})"
+        )
+    return value  # type: ignore[return-value]
+
+
 def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentTypeError(f"{attribute.name} must be a positive int, got {value!r}")
+    if value < 1:
         raise InvalidArgumentError(f"{attribute.name} must be a positive int, got {value!r}")
 
 
 def _optional_positive(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
     if value is not None:
         _positive(_, attribute, value)  # type: ignore[arg-type]
+
+
+def _optional_name(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        error = InvalidArgumentTypeError if not isinstance(value, str) else InvalidArgumentError
+        raise error(f"{attribute.name} must be a non-empty string or None, got {value!r}")
 
 
 @attrs.frozen
@@ -203,7 +240,7 @@ class best:
     """
 
     n: int = attrs.field(validator=_positive)
-    metric: str | None = None
+    metric: str | None = attrs.field(default=None, validator=_optional_name)
     mode: str | None = attrs.field(
         default=None,
         validator=attrs.validators.optional(attrs.validators.in_(("min", "max", "auto"))),
@@ -241,6 +278,8 @@ class any_of:
     def __init__(self, *policies: KeepPolicy) -> None:
         if not policies:
             raise InvalidArgumentError("any_of() needs at least one policy")
+        for i, policy in enumerate(policies):
+            check_keep_policy(policy, f"any_of() argument {i + 1}")
         self.__attrs_init__(tuple(policies))  # type: ignore[attr-defined]
 
     def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:

@@ -20,9 +20,10 @@ from typing import TypeVar
 
 import attrs
 
+from ._redact import redact, scrub_exception
 from .errors import CkptStoreError, StoreUnavailableError
 
-__all__ = ["RetryPolicy", "backoff_delays", "call", "is_transient"]
+__all__ = ["RetryPolicy", "backoff_delays", "call", "describe_error", "http_status", "is_auth_failure", "is_transient"]
 
 logger = logging.getLogger("ckptstore")
 
@@ -63,6 +64,31 @@ _TRANSIENT_NAMES = {
 }
 _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "503", "500"}
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Refused or missing credentials, by exception class name (botocore, google-auth, paramiko, ...) or by
+# the error code in the message.
+_AUTH_NAMES = {
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "RefreshError",
+    "DefaultCredentialsError",
+    "MalformedError",
+    "AuthenticationException",
+}
+_AUTH_CODES = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "RefreshError",
+    "DefaultCredentialsError",
+)
+_AUTH_STATUS = {401, 403}
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -103,6 +129,46 @@ def backoff_delays(policy: RetryPolicy, rng: random.Random | None = None) -> Ite
         capped = min(wait, policy.max_backoff)
         yield (rng or random).uniform(capped / 2, capped) if policy.jitter else capped
         wait *= policy.multiplier
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an error of botocore, aiohttp, gcsfs or urllib carries, or None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if isinstance(status, int):
+            return status
+    for attr in ("status", "code"):
+        status = getattr(exc, attr, None)
+        if isinstance(status, int) and not isinstance(status, bool) and 100 <= status < 600:
+            return status
+    return None
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose str() fails says nothing
+        return ""
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True if ``exc`` (or its cause chain) says the credentials were refused, malformed or missing."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ in _AUTH_NAMES or http_status(seen) in _AUTH_STATUS:
+            return True
+        text = _text(seen)
+        if any(code in text for code in _AUTH_CODES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, PermissionError) and not isinstance(exc, CkptStoreError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, redacted, for a typed error's message."""
+    text = redact(_text(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -156,7 +222,8 @@ def call(
 
     Raises:
         StoreUnavailableError: Transient errors lasted past ``max_attempts`` or ``deadline``.
-        Exception: Any error that is not transient, unchanged.
+        Exception: Any error that is not transient, unchanged but for secrets (a URL's password, a
+            token, ...) redacted from its message and its cause chain.
     """
     started = clock()
     delays = backoff_delays(policy)
@@ -166,16 +233,17 @@ def call(
         try:
             return fn()
         except Exception as exc:
+            scrub_exception(exc)  # whatever leaves here keeps its cause chain, without the secrets it showed
             if not is_transient(exc):
                 raise
             wait = next(delays, None)
             elapsed = clock() - started
             if wait is None or elapsed + wait > policy.deadline:
                 raise StoreUnavailableError(
-                    f"could not {what}: the backend did not answer after {attempt} tries in {elapsed:.1f}s "
-                    f"({type(exc).__name__}: {exc}); try again when it is back"
+                    f"could not {redact(what)}: the backend did not answer after {attempt} tries in {elapsed:.1f}s "
+                    f"({describe_error(exc)}); try again when it is back"
                 ) from exc
-            logger.warning("%s failed (%s: %s); try %d in %.2fs", what, type(exc).__name__, exc, attempt + 1, wait)
+            logger.warning("%s failed (%s); try %d in %.2fs", redact(what), describe_error(exc), attempt + 1, wait)
             if on_retry is not None:
                 on_retry(attempt, wait, exc)
             sleep(wait)

@@ -51,14 +51,32 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
+from ._nofollow import regular_files
 from ._progress import ProgressOption, make_progress
+from ._redact import redact, redact_url, scrub_exception
 from ._validate import (
     RESERVED_NAMES,
+    check_count,
     check_epoch,
+    check_file_set,
+    check_key_length,
     check_metadata,
     check_metrics,
     check_optional_int,
+    check_optional_text,
+    check_portable_name,
     check_relpath,
+    clash_message,
+    escape_log_text,
+    is_bool,
+    is_choice,
+    is_instance,
+    is_int,
+    is_keep_policy,
+    is_name,
+    is_progress,
+    is_real,
+    is_text,
 )
 from .backends.base import Backend, Capabilities, PendingUpload
 from .backends.local import LocalBackend
@@ -73,17 +91,21 @@ from .errors import (
     CommitConflictError,
     CommitFailedError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     ManifestError,
+    MonitorMismatchError,
+    PostCommitWarning,
     SerializerError,
     SingleWriterWarning,
     StoreNotFoundError,
     StoreNotWritableError,
     StoreUnavailableError,
+    UnsafeEntryError,
     UnsafePathError,
     VerificationError,
 )
 from .find import FileMatch, latest_match, value_match
-from .manifest import FileEntry, Manifest
+from .manifest import MAX_EPOCH, MAX_TIME_NS, FileEntry, Manifest, check_descriptor
 from .policies import (
     CheckpointInfo,
     GcDecision,
@@ -98,7 +120,7 @@ from .policies import (
     resolve_mode,
 )
 from .resolve import natural_key
-from .retry import RetryPolicy, is_transient
+from .retry import RetryPolicy, describe_error, http_status, is_auth_failure, is_transient
 from .retry import call as retry_call
 from .serializers import Serializer, get_serializer
 
@@ -118,11 +140,6 @@ _INTERNAL_FOLDERS = frozenset({"work", "trash", "retired", "pointers", "pins", "
 _INTERNAL_FILES = frozenset({STORE_FILE, INDEX_FILE, "ckpt.log"})
 _CAS_ATTEMPTS = 50
 _HOST = socket.gethostname()
-
-
-def _positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise InvalidArgumentError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -148,23 +165,23 @@ class StoreConfig:
             or a callable receiving ``(done_bytes, total_bytes, description)``.
     """
 
-    keep: KeepPolicy | None = None
-    monitor: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    keep: KeepPolicy | None = attrs.field(default=None, validator=is_keep_policy())
+    monitor: str | None = attrs.field(default=None, validator=is_text(optional=True))
+    mode: str = attrs.field(default="auto", validator=is_choice("min", "max", "auto"))
+    skip_epochs: int = attrs.field(default=0, validator=is_int(0))
+    save_interval: int = attrs.field(default=1, validator=is_int(0))
+    save_best_only: bool = attrs.field(default=False, validator=is_bool())
+    initial_value_threshold: float | None = attrs.field(default=None, validator=is_real(optional=True))
+    run_id: str | None = attrs.field(default=None, validator=is_name(optional=True))
+    verify_on_load: bool = attrs.field(default=True, validator=is_bool())
+    gc_on_save: bool = attrs.field(default=True, validator=is_bool())
+    work_grace_seconds: float = attrs.field(default=3600.0, validator=is_real(positive=True))
+    width: int = attrs.field(default=DEFAULT_WIDTH, validator=is_int(1, 18))
+    log_file: bool = attrs.field(default=True, validator=is_bool())
+    progress: ProgressOption = attrs.field(default=None, eq=False, validator=is_progress())
+    retry: RetryPolicy = attrs.field(
+        factory=RetryPolicy, validator=is_instance(RetryPolicy, "ckptstore.RetryPolicy(max_attempts=..., deadline=...)")
     )
-    mode: str = attrs.field(default="auto", validator=attrs.validators.in_(("min", "max", "auto")))
-    skip_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    save_interval: int = attrs.field(default=1, validator=attrs.validators.ge(0))
-    save_best_only: bool = False
-    initial_value_threshold: float | None = None
-    run_id: str | None = None
-    verify_on_load: bool = True
-    gc_on_save: bool = True
-    work_grace_seconds: float = attrs.field(default=3600.0, validator=_positive_float)
-    width: int = attrs.field(default=DEFAULT_WIDTH, validator=[attrs.validators.ge(1), attrs.validators.le(18)])
-    log_file: bool = True
-    progress: ProgressOption = attrs.field(default=None, eq=False)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy, validator=attrs.validators.instance_of(RetryPolicy))
 
     def __attrs_post_init__(self) -> None:
         _ = self.save_rules  # validates the combination (save_best_only needs monitor, ...)
@@ -254,6 +271,7 @@ class SaveTransaction:
         self._claimed = False
         self._entries: dict[str, FileEntry] = {}
         self._open_writers: dict[str, HashingWriter | HashingStream] = {}
+        self._folders: dict[str, str] = {}  # every folder of a tx.open() name -> one name below it
         self._future: Future[Checkpoint] | None = None
         self._checkpoint: Checkpoint | None = None
         self._started = time.monotonic()
@@ -287,13 +305,28 @@ class SaveTransaction:
             mode: ``"wb"`` (default) or ``"w"`` for UTF-8 text.
 
         Raises:
-            UnsafePathError: the name escapes the checkpoint, is reserved, or was written already.
+            UnsafePathError: the name escapes the checkpoint, is reserved, was written already, is
+                a file and a folder at once (``a`` and ``a/b``), is not valid UTF-8, or is longer
+                than the backend accepts (``capabilities.max_key_bytes``, counting the store's path).
         """
         if mode not in ("wb", "w", "xb", "x"):
             raise InvalidArgumentError(f"tx.open() writes new files; mode must be 'wb' or 'w', got {mode!r}")
-        rel = check_relpath(name)
+        rel = check_portable_name(check_relpath(name))
         target = self.path / rel
-        if rel in self._entries or rel in self._open_writers or target.exists():
+        fs, key = self._store._fs, f"{self._store._epoch_key(self.epoch)}/{rel}"
+        check_key_length(rel, key, fs.key_bytes(key), fs.capabilities.max_key_bytes)
+        if not self._streams_to_backend and fs.local_path() is not None:
+            check_key_length(rel, str(target), len(os.fsencode(target)), fs.capabilities.max_key_bytes)
+        if rel in self._entries or rel in self._open_writers:
+            raise UnsafePathError(f"{rel!r} was already written in this checkpoint")
+        if rel in self._folders or target.is_dir():
+            raise UnsafePathError(clash_message(rel, self._folders.get(rel, f"{rel}/... in tx.path")))
+        folder = rel.rpartition("/")[0]
+        while folder:
+            if folder in self._entries or folder in self._open_writers or (self.path / folder).is_file():
+                raise UnsafePathError(clash_message(folder, rel))
+            folder = folder.rpartition("/")[0]
+        if target.exists():
             raise UnsafePathError(f"{rel!r} was already written in this checkpoint")
 
         def done(size: int, digest: str) -> None:
@@ -308,6 +341,10 @@ class SaveTransaction:
             target.parent.mkdir(parents=True, exist_ok=True)
             writer = HashingWriter(target, on_close=done)
         self._open_writers[rel] = writer
+        folder = rel.rpartition("/")[0]
+        while folder and folder not in self._folders:
+            self._folders[folder] = rel
+            folder = folder.rpartition("/")[0]
         if "b" in mode:
             return writer  # type: ignore[return-value]
         return _TextWriter(writer)  # type: ignore[return-value]
@@ -396,6 +433,8 @@ class CheckpointStore:
         if self._fs.local_path() is None:  # remote: retry what fails in passing, up to a deadline
             self._fs = RetryingBackend(self._fs, self.config.retry)
         self._lock = threading.RLock()
+        self._held = threading.local()  # depth of _pointer_lock held by this thread
+        self._caches_stale = False  # a step after a commit failed: repair pointers and index on the next call
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Checkpoint] | None = None
         self._background_error: BaseException | None = None
@@ -462,13 +501,16 @@ class CheckpointStore:
                     "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                     "width": self.config.width,
                 }
+                if self.config.monitor is not None:  # best is bound to its metric from the start
+                    descriptor["monitor"] = self.config.monitor
+                    descriptor["mode"] = self.config.resolved_mode
                 try:
                     self._fs.check_container()
                     self._fs.create_only(STORE_FILE, json.dumps(descriptor, indent=1).encode())
                 except FileNotFoundError as exc:
                     raise StoreNotFoundError(
-                        f"cannot create a store at {self.url}: its bucket or parent does not exist ({exc}); "
-                        "create the bucket first"
+                        f"cannot create a store at {self.url}: its bucket or parent does not exist "
+                        f"({redact(str(exc))}); create the bucket first"
                     ) from None
                 raw = self._fs.read_bytes(STORE_FILE)
         where = f"{self.url}/{STORE_FILE}"
@@ -478,17 +520,88 @@ class CheckpointStore:
                 raise ManifestError(f"{where} is not a JSON object")
             if descriptor.get("format") != STORE_FORMAT or descriptor.get("version") != STORE_VERSION:
                 raise ManifestError(f"{where} is not a version-{STORE_VERSION} ckptstore descriptor")
-            if not isinstance(descriptor.get("width"), int) or not isinstance(descriptor.get("store_id"), str):
-                raise ManifestError(f"{where} lacks 'width' or 'store_id'")
-        except ValueError as exc:
+            check_descriptor(descriptor, where)  # width: an int 1..18, not a bool; store_id: a string
+        except (ValueError, RecursionError) as exc:
             if isinstance(exc, ManifestError):
                 raise
             raise ManifestError(f"{where} is not valid JSON: {exc}") from None
+        descriptor = self._bind_monitor(descriptor)
         if local is not None and self._writable:
             for sub in ("epochs", "work", "pointers", "pins", "trash", "retired"):
-                LocalBackend.make_dirs(local / sub)
+                self._fs.make_dir(sub)  # type: ignore[attr-defined]  # refuses a symlink: never followed
         result: dict[str, Any] = descriptor
         return result
+
+    def _bind_monitor(self, descriptor: dict[str, Any]) -> dict[str, Any]:
+        """Bind this store to the monitor and mode recorded in ``ckptstore.json``; record them on first use.
+
+        ``best`` means one thing per store: a store records its monitor and mode when it is created with
+        one, or at the first open that names one (by compare-and-swap, so two first opens agree). A later
+        open without ``monitor=`` uses them; one with another monitor (or an explicit other mode) is
+        refused before anything is written.
+
+        Returns:
+            The descriptor as it is on the backend now.
+
+        Raises:
+            MonitorMismatchError: ``monitor``/``mode`` differ from what the store recorded.
+            ManifestError: the recorded values are malformed.
+        """
+        where = f"{self.url}/{STORE_FILE}"
+        for _attempt in range(_CAS_ATTEMPTS):
+            recorded, recorded_mode = descriptor.get("monitor"), descriptor.get("mode")
+            if recorded is not None and (not isinstance(recorded, str) or not recorded or recorded_mode not in ("min", "max")):
+                raise ManifestError(
+                    f"{where}: 'monitor' must be a metric name and 'mode' 'min' or 'max' "
+                    f"(found {recorded!r}, {recorded_mode!r}); fix or remove them"
+                )
+            legacy = None
+            if recorded is None:  # stores made before the descriptor kept it: what the best pointer records
+                legacy = self._pointer_monitor()
+                if legacy is not None:
+                    recorded, recorded_mode = legacy
+            wanted, wanted_mode = self.config.monitor, self.config.mode
+            if recorded is not None:
+                if wanted is not None and wanted != recorded:
+                    raise MonitorMismatchError(
+                        f"the store at {self.url} ranks checkpoints by {recorded!r} ({recorded_mode}), as recorded in "
+                        f"{STORE_FILE}; it cannot be opened with monitor={wanted!r}. Open it without monitor= (or "
+                        f"with monitor={recorded!r}), and rank by another metric with store.best(metric={wanted!r}) "
+                        f"or store.list(sort_by={wanted!r})"
+                    )
+                if wanted_mode != "auto" and wanted_mode != recorded_mode:
+                    raise MonitorMismatchError(
+                        f"the store at {self.url} ranks {recorded!r} with mode={recorded_mode!r}, as recorded in "
+                        f"{STORE_FILE}; it cannot be opened with mode={wanted_mode!r}. Open it with mode='auto' or "
+                        f"{recorded_mode!r}; rank the other way with store.list(sort_by={recorded!r}, order=...)"
+                    )
+                self.config = attrs.evolve(self.config, monitor=recorded, mode=str(recorded_mode))
+                if legacy is None or not self._writable:
+                    return descriptor
+            elif wanted is None or not self._writable:
+                return descriptor
+            updated = {**descriptor, "monitor": self.config.monitor, "mode": self.config.resolved_mode}
+            with _backend_errors(self._fs, f"record the monitor in {STORE_FILE}"), self._pointer_lock():
+                current = self._fs.read_versioned(STORE_FILE)
+                if current is not None and _parse_json(current[0]) == descriptor:
+                    if self._fs.write_if(STORE_FILE, json.dumps(updated, indent=1).encode(), current[1]):
+                        self._log("MONITOR", f"best is chosen by {updated['monitor']} ({updated['mode']})")
+                        return updated
+                if current is None:
+                    raise StoreNotFoundError(f"{where} disappeared while the store was being opened")
+                descriptor = _parse_json(current[0])  # another process recorded one first: check against it
+        raise CommitFailedError(errno.EAGAIN, f"could not record the monitor in {where}: too many concurrent opens")
+
+    def _pointer_monitor(self) -> tuple[str, Mode] | None:
+        """The metric and mode the ``best`` pointer was last chosen by (stores made before ckptstore.json kept it)."""
+        raw = None
+        with contextlib.suppress(OSError):
+            raw = self._fs.read_bytes("pointers/best.json")
+        data = _parse_json(raw) if raw is not None else {}
+        monitor, mode = data.get("monitor"), data.get("mode")
+        if isinstance(monitor, str) and monitor and mode in ("min", "max"):
+            return monitor, mode
+        return None
 
     def _prepare_local_root(self, root: Path, create: bool) -> None:
         if not root.exists():
@@ -541,12 +654,14 @@ class CheckpointStore:
 
     @property
     def url(self) -> str:
-        """The store's root as a URL."""
-        return self._fs.url
+        """The store's root as a URL, redacted: a password or a token in it shows as ``***``."""
+        return redact_url(self._fs.url)
 
     # -- logging ------------------------------------------------------------------------------------
     def _log(self, event: str, message: str, level: int = logging.INFO) -> None:
-        logger.log(level, "%s %s: %s", self.url, event, message)
+        # One event per line: user strings (metric and file names, reasons) cannot break the line.
+        event, message = escape_log_text(event), escape_log_text(message)
+        logger.log(level, "%s %s: %s", escape_log_text(self.url), event, message)
         if not (self.config.log_file and self._writable):
             return
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -766,7 +881,9 @@ class CheckpointStore:
             name = f"{self._writer_id}.{next(self._seq)}"
             work = self.root / "work" / name
             try:
-                work.mkdir(parents=True)
+                self._fs.make_dir(f"work/{name}")  # type: ignore[attr-defined]  # refuses a symlinked work/
+            except CkptStoreError:
+                raise
             except PermissionError as exc:
                 raise StoreNotWritableError(f"cannot create a staging directory in {self.root}: {exc}") from None
             self._active_work.add(name)
@@ -824,9 +941,19 @@ class CheckpointStore:
                 if rel != CLAIM_FILE:
                     self._fs.delete(f"{self._epoch_key(epoch)}/{rel}")
 
-    def _claim_abandoned(self, info: Mapping[str, Any], now_ns: int) -> str | None:
-        """Why a claim (or a staging directory) counts as abandoned; None while its writer may live."""
+    def _claim_abandoned(self, info: Mapping[str, Any], now_ns: int, *, for_gc: bool = False) -> str | None:
+        """Why a claim (or a staging directory) counts as abandoned; None while its writer may live.
+
+        A claim that gc took over to remove an abandoned save (``"gc": true``) is abandoned for another
+        gc at once (finishing the removal twice is harmless), for a writer only once that gc is gone.
+        """
         host, pid = info.get("host"), info.get("pid")
+        if info.get("gc") is True:
+            if for_gc:
+                return "left by a gc that took it over"
+            if host == _HOST and isinstance(pid, int) and not _pid_alive(pid):
+                return f"left by a gc, process {pid} on this host, which is gone"
+            host = pid = None  # a live gc's claim: only its age decides
         if host == _HOST and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
             return f"its writer, process {pid} on this host, is gone"
         if host == _HOST and pid == os.getpid() and not _claim_in_flight(info.get("writer"), info.get("epoch")):
@@ -839,6 +966,50 @@ class CheckpointStore:
         elif not info:
             return "unreadable claim"
         return None
+
+    def _reap(self, name: str) -> bool:
+        """Remove the uncommitted folder ``epochs/<name>`` of an abandoned save; never break a commit.
+
+        gc first takes the claim over by compare-and-swap (re-read right here, so a claim refreshed or
+        retaken since the listing is left alone), so the old writer can no longer commit: it checks its
+        claim before writing its manifest and again after, and withdraws a manifest written in between.
+        Then gc re-checks that no manifest exists, deletes the files it lists (never a manifest), and
+        drops its claim only if still no manifest appeared.
+
+        Returns:
+            True if the folder is gone.
+        """
+        prefix = f"epochs/{name}"
+        claim, manifest = f"{prefix}/{CLAIM_FILE}", f"{prefix}/{MANIFEST_FILE}"
+        tombstone = json.dumps(
+            {
+                "writer": f"gc.{self._writer_id}",
+                "gc": True,
+                "host": _HOST,
+                "pid": os.getpid(),
+                "epoch": int(name) if name.isdigit() else None,
+                "claimed_at_ns": time.time_ns(),
+            }
+        ).encode()
+        current = self._fs.read_versioned(claim)
+        if current is None:
+            if self._fs.exists(manifest) or not self._fs.create_only(claim, tombstone):
+                return False
+        else:
+            if self._claim_abandoned(_parse_json(current[0]), time.time_ns(), for_gc=True) is None:
+                return False  # its writer refreshed or a new writer took it since the listing
+            if not self._fs.write_if(claim, tombstone, current[1]):
+                return False  # someone else changed it first: leave it to them
+        if self._fs.exists(manifest):
+            self._log("GC", f"{prefix} was committed while gc looked at it: left alone", logging.WARNING)
+            return False
+        for rel in self._fs.walk(prefix):
+            if rel not in (CLAIM_FILE, MANIFEST_FILE):
+                self._fs.delete(f"{prefix}/{rel}")
+        if self._fs.exists(manifest):  # its writer raced us: it sees our claim and withdraws the manifest
+            return False
+        self._fs.delete(claim)
+        return True
 
     def _holds_claim(self, epoch: int, fs: Backend | None = None) -> bool:
         try:
@@ -879,6 +1050,7 @@ class CheckpointStore:
             raise InvalidArgumentError(f"file(s) opened with tx.open() were not closed: {names}")
         commit = self._commit_by_rename if self._caps.atomic_rename else self._commit_by_record
         checkpoint = commit(tx)
+        # The commit point is behind us: from here on nothing may look like "nothing was saved".
         manifest = checkpoint.manifest
         elapsed = time.monotonic() - tx._started
         size = manifest.total_size
@@ -891,7 +1063,17 @@ class CheckpointStore:
             f"epoch={tx.epoch} files={len(manifest.files)} size={_human(size)} "
             f"in {elapsed:.3f}s ({rate:.0f} MB/s commit) {_fmt_metrics(manifest.metrics)}",
         )
-        self._after_commit(checkpoint, tx.decision)
+        try:
+            self._after_commit(checkpoint, tx.decision)
+        except Exception as exc:
+            self._caches_stale = True
+            message = (
+                f"epoch {tx.epoch} is committed at {checkpoint.url}, but a step after the commit failed "
+                f"({type(exc).__name__}: {exc}); the best/last pointers, index.json or the keep policy may lag "
+                "until the next call of this store, which repairs them from the manifests"
+            )
+            self._log("WARNING", message, logging.WARNING)
+            warnings.warn(message, PostCommitWarning, stacklevel=4)
         return checkpoint
 
     def _commit_by_rename(self, tx: SaveTransaction) -> Checkpoint:
@@ -949,12 +1131,40 @@ class CheckpointStore:
                 f"epoch {tx.epoch} was committed by another writer while this one was saving "
                 "(the backend does not enforce create-only claims: single-writer mode)"
             )
+        self._confirm_claim_after_commit(tx, prefix, manifest)
         _crash.point("after_rename")
         if tx._work is not None:
             shutil.rmtree(tx._work, ignore_errors=True)
             tx._work = None
         tx._claimed = False
         return Checkpoint(self, prefix, manifest)
+
+    def _confirm_claim_after_commit(self, tx: SaveTransaction, prefix: str, manifest: Manifest) -> None:
+        """Check the claim once more after the manifest is written; withdraw the commit if it was taken over.
+
+        gc (or another writer) may take over a claim it judges abandoned between this writer's last
+        check and its manifest write, and then delete the files. The taker changes the claim before it
+        deletes anything, so a claim that is still ours here means the commit stands; otherwise the
+        manifest is withdrawn and the save fails: a writer never reports a commit it cannot vouch for.
+        """
+        try:
+            with _backend_errors(self._fs, f"confirm the commit of epoch {tx.epoch}"):
+                if self._holds_claim(tx.epoch):
+                    return
+                if self._committed_by(tx.epoch, manifest.commit_id):
+                    self._fs.delete(f"{prefix}/{MANIFEST_FILE}")
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"{exc}; epoch {tx.epoch} may or may not be committed: store.get({tx.epoch}) tells once the "
+                "backend is back"
+            ) from exc
+        tx._claimed = False  # the prefix is the taker's now
+        tx._abort("the claim was taken over while committing; the manifest was withdrawn")
+        raise CommitConflictError(
+            f"epoch {tx.epoch}: this writer's claim was taken over (by gc or another writer, because it was older "
+            f"than work_grace_seconds={self.config.work_grace_seconds:g}) while it committed; the commit was "
+            "withdrawn and nothing of this save was kept. Raise work_grace_seconds above the longest save."
+        )
 
     def _upload_staged(self, tx: SaveTransaction, prefix: str) -> None:
         """Upload the files written into ``tx.path`` in parallel, hashing each in its one read."""
@@ -997,29 +1207,34 @@ class CheckpointStore:
             tx._entries[rel] = FileEntry(path=rel, size=size, xxh3_128=digest)
 
     def _staged_files(self, tx: SaveTransaction, work: Path) -> builtins.list[tuple[str, Path]]:
-        """The regular files written into ``work`` (not through ``tx.open``), each checked."""
+        """The regular files written into ``work`` (not through ``tx.open``), each checked.
+
+        Nothing is opened here: a symlink, FIFO, socket or device anywhere in ``work`` is refused from its
+        directory entry (a FIFO would block the read that hashes it forever).
+        """
         found: builtins.list[tuple[str, Path]] = []
-        for dirpath, dirnames, filenames in os.walk(work):
-            base = Path(dirpath)
-            for name in dirnames + filenames:
-                if (base / name).is_symlink():
-                    raise UnsafePathError(f"{base / name} is a symlink; checkpoints hold regular files only")
-            for name in filenames:
-                full = base / name
-                rel = full.relative_to(work).as_posix()
-                if rel in RESERVED_NAMES:
-                    raise UnsafePathError(f"{rel!r} is reserved for ckptstore's own records")
-                check_relpath(rel)
-                if rel not in tx._entries:
-                    found.append((rel, full))
-                elif tx._claimed:
-                    raise UnsafePathError(f"{rel!r} was written both through tx.open() and into tx.path")
+        for entry in regular_files(work, error=UnsafePathError, why="checkpoints hold regular files only"):
+            full = Path(entry.path)
+            rel = full.relative_to(work).as_posix()
+            if rel in RESERVED_NAMES:
+                raise UnsafePathError(f"{rel!r} is reserved for ckptstore's own records")
+            check_relpath(rel)
+            if rel not in tx._entries:
+                found.append((rel, full))
+            elif tx._claimed:
+                raise UnsafePathError(f"{rel!r} was written both through tx.open() and into tx.path")
+        check_file_set([*tx._entries, *(rel for rel, _ in found)])  # before any upload: `a` beside `a/b`, ...
         return found
 
     def _build_manifest(self, tx: SaveTransaction) -> Manifest:
+        names = sorted(tx._entries)
+        check_file_set(names)  # `a` beside `a/b`, names not UTF-8: no disk could restore them
+        prefix, limit = self._epoch_key(tx.epoch), self._caps.max_key_bytes
+        for name in names:
+            check_key_length(name, f"{prefix}/{name}", self._fs.key_bytes(f"{prefix}/{name}"), limit)
         serializer = None
         if tx.serializer is not None:
-            serializer = {"name": tx.serializer.name, "version": tx.serializer.version()}
+            serializer = {"name": str(tx.serializer.name), "version": str(tx.serializer.version())}
         return Manifest(
             epoch=tx.epoch,
             run_id=self.run_id,
@@ -1065,6 +1280,7 @@ class CheckpointStore:
             return False
 
     def _after_commit(self, checkpoint: Checkpoint, decision: SaveDecision) -> None:
+        self._repair_if_stale()
         with _backend_errors(self._fs, f"update pointers after epoch {checkpoint.epoch}"), self._pointer_lock():
             self._advance_last(checkpoint.epoch)
             _crash.point("after_last")
@@ -1089,8 +1305,24 @@ class CheckpointStore:
     # -- pointers and the index ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _pointer_lock(self) -> Iterator[None]:
+        """The one lock every writer of a shared record takes: pointers, pins, index, metadata, gc's deletions.
+
+        Locally a ``flock`` between processes (object stores add compare-and-swap on every write). It is
+        re-entrant within a thread, so each writer of a record can take it itself.
+        """
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
         with self._lock, self._fs.lock("pointers/.lock"):
-            yield
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
 
     @staticmethod
     def _pointer_epoch(raw: bytes | None) -> int | None:
@@ -1113,22 +1345,17 @@ class CheckpointStore:
         if local is None:
             return None
         try:
-            target = os.readlink(local)
+            target = os.readlink(local)  # the link itself: never followed
         except OSError:
             return None
-        tail = Path(target).name
-        return int(tail) if tail.isdigit() else None
+        folder, _, tail = target.rpartition("/")
+        return int(tail) if folder == "epochs" and tail.isdigit() else None
 
     def recorded_monitor(self) -> tuple[str, Mode] | None:
-        """The metric and mode the ``best`` pointer was last chosen by (what the CLI defaults to)."""
-        raw = None
-        with contextlib.suppress(OSError):
-            raw = self._fs.read_bytes("pointers/best.json")
-        data = _parse_json(raw) if raw is not None else {}
-        monitor, mode = data.get("monitor"), data.get("mode")
-        if isinstance(monitor, str) and mode in ("min", "max"):
-            return monitor, mode
-        return None
+        """The metric and mode that define ``best`` in this store (recorded in ``ckptstore.json``), or None."""
+        if self.config.monitor is None:
+            return None
+        return self.config.monitor, self.mode
 
     def _checkpoint_or_none(self, epoch: int | None) -> Checkpoint | None:
         if epoch is None:
@@ -1150,6 +1377,10 @@ class CheckpointStore:
         Returns:
             The epoch written, or None if ``decide`` left the pointer alone.
         """
+        with self._pointer_lock():
+            return self._update_pointer_locked(name, decide)
+
+    def _update_pointer_locked(self, name: str, decide: Callable[[int | None], int | None]) -> int | None:
         key = f"pointers/{name}.json"
         for _attempt in range(_CAS_ATTEMPTS):
             current = self._fs.read_versioned(key)
@@ -1199,10 +1430,11 @@ class CheckpointStore:
 
     def _remove_pointer(self, name: str) -> None:
         self._fs.delete(f"pointers/{name}.json")
-        local = self._fs.local_path(name)
-        if local is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(local)
+        if self._fs.local_path() is not None:
+            try:
+                self._fs.remove_symlink(name)  # type: ignore[attr-defined]  # never a file or folder put there
+            except UnsafeEntryError as exc:
+                logger.warning("%s", exc)
 
     def _update_index(
         self,
@@ -1211,6 +1443,7 @@ class CheckpointStore:
         remove: Mapping[int, str] | Iterable[int] = (),
         metadata: Mapping[str, dict[str, Any]] | None = None,
         rebuild: bool = False,
+        prune: bool = False,
     ) -> dict[str, Any]:
         """Apply changes to ``index.json`` by compare-and-swap (a cache of the manifests; see :meth:`reindex`).
 
@@ -1220,12 +1453,35 @@ class CheckpointStore:
                 so the metric curve stays complete for ``ckptstore plot``.
             metadata: New user metadata by epoch name.
             rebuild: Rebuild the checkpoint entries from the manifests first.
+            prune: Drop entries whose epoch folder is gone (one listing of ``epochs/``).
 
         Returns:
             The index as written.
         """
-        additions = {c.name: _index_entry(c, c._metadata) for c in add}
+        with self._pointer_lock():
+            return self._update_index_locked(add, remove, metadata, rebuild, prune)
+
+    def _update_index_locked(
+        self,
+        add: Iterable[Checkpoint],
+        remove: Mapping[int, str] | Iterable[int],
+        metadata: Mapping[str, dict[str, Any]] | None,
+        rebuild: bool,
+        prune: bool = False,
+    ) -> dict[str, Any]:
+        # Never add an entry for a checkpoint that is gone: gc may have deleted a commit before its writer
+        # got here (under the lock locally, so this check is exact there).
+        additions = {
+            c.name: _index_entry(c, c._metadata) for c in add if self._fs.exists(f"{c.key}/{MANIFEST_FILE}")
+        }
         reasons = dict(remove) if isinstance(remove, Mapping) else dict.fromkeys(remove, "deleted")
+        if prune:
+            present = set(self._fs.listdir("epochs"))
+            current_index = self._fs.read_versioned(INDEX_FILE)
+            listed = _parse_json(current_index[0]).get("checkpoints") if current_index else None
+            for name in listed if isinstance(listed, dict) else ():
+                if name not in present and name.isdigit() and int(name) not in reasons:
+                    reasons[int(name)] = "gone (deleted by another process)"
         removals = {self._name(e): why for e, why in reasons.items()}
         fresh = self._entries_from_manifests() if rebuild else None
         record: dict[str, Any] = {}
@@ -1234,26 +1490,33 @@ class CheckpointStore:
             data = _parse_json(current[0]) if current else {}
             entries = data.get("checkpoints")
             raw_history = data.get("history")
-            history: dict[str, Any] = raw_history if isinstance(raw_history, dict) else {}
+            history: dict[str, Any] = {}  # junk (index.json is a cache anyone may have edited) is dropped
+            for tag, item in raw_history.items() if isinstance(raw_history, dict) else ():
+                clean = _history_entry(item)
+                if clean is not None:
+                    history[tag] = clean
             if fresh is not None:
                 entries = dict(fresh)
             elif not isinstance(entries, dict) or data.get("format") != INDEX_FORMAT:
                 entries = self._entries_from_manifests()
             entries.update(additions)
             for name, md in (metadata or {}).items():
-                if name in entries:
+                if isinstance(entries.get(name), dict):
                     entries[name]["metadata"] = md
             now = time.time_ns()
             for name, why in removals.items():
                 gone = entries.pop(name, None)
                 if isinstance(gone, dict):
-                    history[f"{name}.{gone.get('commit_id', '')[:8]}"] = {
-                        "epoch": gone.get("epoch"),
-                        "metrics": gone.get("metrics", {}),
-                        "committed_at_ns": gone.get("committed_at_ns"),
-                        "deleted_at_ns": now,
-                        "reason": why,
-                    }
+                    commit = gone.get("commit_id")
+                    history[f"{name}.{commit[:8] if isinstance(commit, str) else ''}"] = _history_entry(
+                        {
+                            "epoch": int(name),
+                            "metrics": gone.get("metrics"),
+                            "committed_at_ns": gone.get("committed_at_ns"),
+                            "deleted_at_ns": now,
+                            "reason": why,
+                        }
+                    )
             record = {
                 "format": INDEX_FORMAT,
                 "version": 1,
@@ -1439,12 +1702,14 @@ class CheckpointStore:
             The checkpoints; those without the metric come last, by epoch.
 
         Raises:
-            InvalidArgumentError: bad ``order`` or ``limit``.
+            InvalidArgumentError: bad ``order`` or a negative ``limit``.
+            InvalidArgumentTypeError: ``limit`` is not an int or ``sort_by`` not a string.
         """
+        sort_by = check_optional_text("sort_by", sort_by)
         if order not in (None, "asc", "desc"):
             raise InvalidArgumentError(f"order must be 'asc' or 'desc', got {order!r}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
+        if limit is not None:
+            limit = check_count("limit", limit)
         checkpoints = sorted(self._scan()[0], key=lambda c: c.epoch)
         key = sort_by if sort_by is not None else self.config.monitor or "epoch"
         if key == "epoch":
@@ -1466,9 +1731,11 @@ class CheckpointStore:
         """The best ``n`` checkpoints by the store's monitor (or ``metric``), best first.
 
         Raises:
-            InvalidArgumentError: no monitor and no ``metric``.
+            InvalidArgumentError: no monitor and no ``metric``, or a negative ``n``.
+            InvalidArgumentTypeError: ``n`` is not an int or ``metric`` not a string.
         """
-        metric = metric or self.config.monitor
+        n = check_count("top() n", n)
+        metric = check_optional_text("metric", metric) or self.config.monitor
         if metric is None:
             raise InvalidArgumentError("top() needs a metric: pass metric= or open the store with monitor=")
         return [c for c in self.list(sort_by=metric) if metric in c.all_metrics][:n]
@@ -1620,50 +1887,26 @@ class CheckpointStore:
             return False
         return self._fs.exists(f"{self._epoch_key(epoch)}/{MANIFEST_FILE}")
 
-    def _by_recency(self, checkpoints: Iterable[Checkpoint] | None = None) -> builtins.list[Checkpoint]:
-        """Newest first: commit time, then the manifest's mtime, then the numeric-aware largest name.
-
-        The mtime is read only for checkpoints whose commit times tie, so this costs no request per
-        checkpoint on object stores.
-        """
-        items = builtins.list(self._scan()[0] if checkpoints is None else checkpoints)
-        counts: dict[int, int] = {}
-        for c in items:
-            counts[c.manifest.committed_at_ns] = counts.get(c.manifest.committed_at_ns, 0) + 1
-
-        def key(c: Checkpoint) -> tuple[int, int, tuple[tuple[int, int | str], ...]]:
-            mtime = 0
-            if counts[c.manifest.committed_at_ns] > 1:
-                with contextlib.suppress(OSError):
-                    mtime = self._fs.mtime_ns(f"{c.key}/{MANIFEST_FILE}")
-            return (c.manifest.committed_at_ns, mtime, natural_key(c.name))
-
-        return sorted(items, key=key, reverse=True)
-
     def latest(self) -> Checkpoint:
-        """The most recent checkpoint.
+        """The most recent checkpoint: the ``last`` pointer, else the highest committed epoch.
 
-        The ``last`` pointer if its target has a valid manifest (no re-hash); otherwise the newest
-        commit time, then mtime, ties broken by the numeric-aware largest name. A missing or
-        dangling ``last`` pointer is repaired.
+        The ``last`` pointer if its target has a valid manifest (no re-hash) and no higher epoch is
+        committed; otherwise the highest committed epoch, the rule the pointer itself follows, so the
+        answer never depends on the writers' clocks. A missing, dangling or stale pointer is repaired.
 
         Raises:
             CheckpointNotFoundError: the store holds no checkpoint.
         """
+        self._repair_if_stale()
         pointed = self._read_pointer_checkpoint("last")
-        if pointed is not None:
-            newer = self._highest_committed_above(pointed.epoch)
-            if newer is None:
-                return pointed
-            # A writer died between its rename and its pointer update: the pointer is stale.
-            self._repair("last", newer.epoch, stale=True)
-            return newer
-        ordered = self._by_recency()
-        if not ordered:
-            raise CheckpointNotFoundError(f"the store at {self.url} holds no checkpoint")
-        newest = ordered[0]
-        self._repair("last", newest.epoch)
-        return newest
+        newer = self._highest_committed_above(pointed.epoch if pointed is not None else -1)
+        if newer is None:
+            if pointed is None:
+                raise CheckpointNotFoundError(f"the store at {self.url} holds no checkpoint")
+            return pointed
+        # No pointer, or a writer died between its commit and its pointer update: repair it.
+        self._repair("last", newer.epoch, stale=pointed is not None)
+        return newer
 
     def best(self, metric: str | None = None, mode: str | None = None) -> Checkpoint:
         """The best checkpoint by the store's monitor (or by ``metric``).
@@ -1677,6 +1920,7 @@ class CheckpointStore:
             InvalidArgumentError: neither a monitor nor ``metric``.
             CheckpointNotFoundError: no checkpoint has the metric.
         """
+        self._repair_if_stale()
         monitor = metric or self.config.monitor
         if monitor is None:
             raise InvalidArgumentError("best() needs a metric: pass metric= or open the store with monitor=")
@@ -1746,44 +1990,37 @@ class CheckpointStore:
             self._log("RESTART", "restart_mode=off: starting from scratch")
             return None
         check = self.config.verify_on_load if verify is None else verify
-        good, bad = self._scan()
-        candidates: builtins.list[Checkpoint] = []
-        pointed: Checkpoint | None = None
-        with contextlib.suppress(CheckpointNotFoundError):
-            pointed = self.latest()
-            candidates.append(pointed)
-        candidates += [c for c in self._by_recency(good) if c != pointed]
-        failed: builtins.list[tuple[str, Exception]] = list(bad)
+        self.wait()
+        # Decided from the manifests only (index.json is a cache and may lie): the listing of epochs/,
+        # highest first -- the rule the last pointer follows -- each candidate read from its own manifest.
+        with _backend_errors(self._fs, "list checkpoints"):
+            names = sorted((n for n in self._fs.listdir("epochs") if n.isdigit()), key=int, reverse=True)
+        failed: builtins.list[tuple[str, Exception]] = []
         chosen: Checkpoint | None = None
-        for candidate in candidates:
+        for name in names:
+            key = f"epochs/{name}"
             try:
+                candidate = Checkpoint(self, key, self._read_manifest(key))
                 chosen = candidate.verify() if check else candidate
                 break
+            except CheckpointNotFoundError:
+                continue  # object stores: a save in progress (no manifest yet), or deleted meanwhile
             except VerificationError as exc:
-                failed.append((candidate.key, exc))
-                self._log(
-                    "VERIFY",
-                    f"epoch {candidate.epoch} fails verification, skipped: {exc}",
-                    logging.WARNING,
-                )
+                failed.append((key, exc))
+                self._log("VERIFY", f"epoch {int(name)} fails verification, skipped: {exc}", logging.WARNING)
         if chosen is None:
-            for key, problem in bad:
-                self._log(
-                    "VERIFY",
-                    f"{key} is not a valid checkpoint, skipped: {problem}",
-                    logging.WARNING,
-                )
             if mode == "required":
                 raise CheckpointNotFoundError(f"restart_mode=required but no checkpoint in {self.url} verifies")
             self._log("RESTART", "no valid checkpoint: starting from scratch")
             return None
-        newer_bad = [k for k, _ in failed if _tail(k).isdigit() and int(_tail(k)) > chosen.epoch]
-        if newer_bad and self._writable:
+        if self._writable:
             with _backend_errors(self._fs, "retire corrupt checkpoints"), self._pointer_lock():
-                for key in newer_bad:
+                for key, _problem in failed:  # all newer than the chosen one, by construction
                     self._retire(key, "corrupt")
-                self._write_pointer("last", chosen.epoch)
+                if failed or self._read_pointer("last") != chosen.epoch:
+                    self._write_pointer("last", chosen.epoch)
                 self._recompute_best()
+                self._caches_stale = False
         self._parent = chosen.epoch
         self._log("RESTART", f"resuming from epoch {chosen.epoch}")
         return chosen
@@ -1855,7 +2092,9 @@ class CheckpointStore:
         """
         self._check_writable()
         checkpoint = self.get(epoch)
-        with _backend_errors(self._fs, f"pin epoch {epoch}"):
+        with _backend_errors(self._fs, f"pin epoch {epoch}"), self._pointer_lock():  # serialized with gc
+            if not self._fs.exists(f"{checkpoint.key}/{MANIFEST_FILE}"):
+                raise CheckpointNotFoundError(f"epoch {checkpoint.epoch} was deleted before it could be pinned")
             created = self._fs.create_only(f"pins/{checkpoint.name}", b"{}")
         if created:
             self._log("PIN", f"epoch {checkpoint.epoch}")
@@ -1900,39 +2139,113 @@ class CheckpointStore:
         if not dry_run:
             self._check_writable()
         with self._lock:
-            checkpoints = self.list(sort_by="epoch")
-            infos = [
-                CheckpointInfo(
-                    epoch=c.epoch,
-                    metrics=c.metrics,
-                    run_id=c.run_id,
-                    committed_at_ns=c.manifest.committed_at_ns,
-                    size=c.size,
-                )
-                for c in checkpoints
-            ]
-            decisions = plan_gc(
-                infos,
-                self._keep,
-                run_id=self.run_id,
-                protected=self._protected(),
-                monitor=self.config.monitor,
-                mode=self.mode,
-            )
+            if not dry_run:
+                self._repair_if_stale()
+            checkpoints = {c.epoch: c for c in self.list(sort_by="epoch")}
+            confirmed: set[int] = set()
+            while True:  # plan from the index (cheap), then confirm every deletion from its manifest
+                decisions = self._plan_gc(builtins.list(checkpoints.values()))
+                doubtful = [d.epoch for d in decisions if d.action == "delete" and d.epoch not in confirmed]
+                if not doubtful:
+                    break
+                fresh = self._confirm([checkpoints[e] for e in doubtful])
+                for epoch in doubtful:
+                    confirmed.add(epoch)
+                    found = fresh[epoch]
+                    if found is None:
+                        del checkpoints[epoch]  # gone meanwhile, or no valid manifest: not gc's to decide
+                    else:
+                        checkpoints[epoch] = found
             leftovers = self._leftovers()
             if dry_run:
                 return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=True)
             with _backend_errors(self._fs, "collect garbage"):
                 deleted = {d.epoch: d.reason for d in decisions if d.action == "delete"}
-                if deleted:  # the index first: a crash after it leaves unindexed checkpoints, read from
-                    self._update_index(remove=deleted)  # their manifests, never an entry without one
-                for decision in decisions:
-                    if decision.action == "delete":
-                        self._delete(decision.epoch, decision.reason)
+                if deleted:
+                    with self._pointer_lock():  # serialized with commits, pins and every index update
+                        protected = self._protected()  # a pin or pointer that moved since the plan wins
+                        deleted = {e: why for e, why in deleted.items() if e not in protected}
+                        # The index first: a crash after it leaves unindexed checkpoints, read from their
+                        # manifests, never an entry without one.
+                        self._update_index(remove=deleted, prune=True)
+                        for epoch, reason in deleted.items():
+                            self._delete(epoch, reason)
                 for rel, why in leftovers:
                     if self._remove_leftover(rel):
                         self._log("GC", f"removed {rel} ({why})")
+            decisions = [
+                d if d.action != "delete" or d.epoch in deleted else GcDecision(epoch=d.epoch, action="keep", reason="protected since the plan")
+                for d in decisions
+            ]
             return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=False)
+
+    def _plan_gc(self, checkpoints: builtins.list[Checkpoint]) -> builtins.list[GcDecision]:
+        """Keep or delete for each checkpoint; the best by the monitor is protected besides the pointer."""
+        infos = [
+            CheckpointInfo(
+                epoch=c.epoch,
+                metrics=c.metrics,
+                run_id=c.run_id,
+                committed_at_ns=c.manifest.committed_at_ns,
+                size=c.size,
+            )
+            for c in sorted(checkpoints, key=lambda c: c.epoch)
+        ]
+        protected = self._protected()
+        if self._parent is not None:
+            protected.setdefault(self._parent, "this run resumed from it")
+        monitor = self.config.monitor
+        scored = [c for c in checkpoints if monitor is not None and monitor in c.metrics]
+        if monitor is not None and scored:
+            sign = 1 if self.mode == "min" else -1
+            winner = min(scored, key=lambda c: (sign * c.metrics[monitor], c.epoch)).epoch
+            protected.setdefault(winner, "best")  # even when the best pointer is stale or missing
+        return plan_gc(
+            infos, self._keep, run_id=self.run_id, protected=protected, monitor=monitor, mode=self.mode
+        )
+
+    def _confirm(self, checkpoints: Iterable[Checkpoint]) -> dict[int, Checkpoint | None]:
+        """Re-read each checkpoint from its own manifest; repair index entries that disagree with it.
+
+        Returns:
+            ``{epoch: checkpoint from its manifest, or None if it has no valid manifest}``.
+        """
+        wanted = builtins.list(checkpoints)
+        with _backend_errors(self._fs, "read manifests"):
+            raw = self._fs.read_many(f"{c.key}/{MANIFEST_FILE}" for c in wanted)
+        out: dict[int, Checkpoint | None] = {}
+        stale: builtins.list[Checkpoint] = []
+        for c in wanted:
+            data = raw.get(f"{c.key}/{MANIFEST_FILE}")
+            try:
+                fresh = Checkpoint(self, c.key, self._parse_manifest(c.key, data)) if data is not None else None
+            except VerificationError:
+                fresh = None
+            out[c.epoch] = fresh
+            if fresh is not None and fresh.manifest != c.manifest:
+                stale.append(fresh)
+                self._log("REPAIR", f"index.json entry of epoch {c.epoch} disagreed with its manifest", logging.WARNING)
+        if stale and self._writable:
+            with contextlib.suppress(OSError, CkptStoreError):
+                self._update_index(add=stale)
+        return out
+
+    def _repair_if_stale(self) -> None:
+        """After a failure past a commit point: rebuild the index and the pointers from the manifests."""
+        if not self._caches_stale or not self._writable:
+            return
+        try:
+            with self._pointer_lock():
+                self._update_index(rebuild=True)
+                newest = self._highest_committed_above(-1)
+                if newest is not None:
+                    self._advance_last(newest.epoch)
+                self._recompute_best()
+        except (OSError, CkptStoreError) as exc:
+            logger.warning("%s: pointers and index.json still need a repair: %s", self.url, exc)
+            return
+        self._caches_stale = False
+        self._log("REPAIR", "pointers and index.json rebuilt from the manifests after an earlier failure")
 
     def _remove_leftover(self, rel: str) -> bool:
         if rel.startswith("upload:"):
@@ -1940,7 +2253,7 @@ class CheckpointStore:
             self._fs.abort_upload(PendingUpload(key=key, upload_id=upload_id, initiated_ns=0))
             return True
         if not self._caps.atomic_rename:
-            return self._fs.delete_tree(rel, last=[CLAIM_FILE])
+            return self._reap(_tail(rel))
         path = self.root / rel
         if rel.startswith(("work/", "retired/")):
             trash = self.root / "trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
@@ -1971,16 +2284,20 @@ class CheckpointStore:
             return self._object_leftovers()
         found: builtins.list[tuple[str, str]] = []
         now = time.time()
-        for name in self._fs.listdir("work"):
+        for name in self._fs.listdir("work"):  # a symlinked work/, retired/ or trash/ is refused here
             if name in self._active_work:
                 continue
-            why = self._abandoned(name, self.root / "work" / name, now)
+            why = self._abandoned(name, f"work/{name}", now)
             if why:
                 found.append((f"work/{name}", why))
-        for name in self._fs.listdir("retired"):
-            found.append((f"retired/{name}", "retired by rollback or restart"))
-        for name in self._fs.listdir("trash"):
-            found.append((f"trash/{name}", "deleted checkpoint not yet fully removed"))
+        for folder, why in (
+            ("retired", "retired by rollback or restart"),
+            ("trash", "deleted checkpoint not yet fully removed"),
+        ):
+            for name in self._fs.listdir(folder):
+                with contextlib.suppress(FileNotFoundError):  # a symlink or special file: refused before gc
+                    self._fs.entry_stat(f"{folder}/{name}")  # type: ignore[attr-defined]  # removes anything
+                    found.append((f"{folder}/{name}", why))
         return found
 
     def _object_leftovers(self) -> builtins.list[tuple[str, str]]:
@@ -2000,7 +2317,7 @@ class CheckpointStore:
                         continue  # an empty folder marker (servers with real directories keep them)
                     why: str | None = "files without a claim or a manifest (an interrupted delete)"
                 else:
-                    why = self._claim_abandoned(_parse_json(raw), now)
+                    why = self._claim_abandoned(_parse_json(raw), now, for_gc=True)
                 if why is not None:
                     abandoned.add(name)
                     found.append((f"epochs/{name}", f"uncommitted save: {why}"))
@@ -2018,7 +2335,11 @@ class CheckpointStore:
                 found.append((f"upload:{upload.key}#{upload.upload_id}", f"unfinished multipart upload: {why}"))
         return found
 
-    def _abandoned(self, name: str, path: Path, now: float) -> str | None:
+    def _abandoned(self, name: str, rel: str, now: float) -> str | None:
+        try:  # a symlink or special file is refused, never followed
+            mtime: float = self._fs.entry_stat(rel).st_mtime  # type: ignore[attr-defined]
+        except FileNotFoundError:
+            return None
         parts = name.split(".")
         if len(parts) >= 3 and parts[-3].isdigit():
             host, pid = ".".join(parts[:-3]), int(parts[-3])
@@ -2028,10 +2349,7 @@ class CheckpointStore:
                 if not _pid_alive(pid):
                     return f"staging directory of process {pid}, which is gone"
                 return None
-        try:
-            age = now - path.stat().st_mtime
-        except FileNotFoundError:
-            return None
+        age = now - mtime
         if age > self.config.work_grace_seconds:
             return f"staging directory untouched for {age:.0f}s (grace {self.config.work_grace_seconds:.0f}s)"
         return None
@@ -2052,12 +2370,16 @@ class CheckpointStore:
         good, bad = self._scan()
         failures: builtins.list[Exception] = [exc for _, exc in bad]
         verified = []
-        for checkpoint in sorted(good, key=lambda c: c.epoch):
+        fresh = self._confirm(good)  # what the manifests say, never what the index says
+        for listed in sorted(good, key=lambda c: c.epoch):
             try:
+                checkpoint = fresh[listed.epoch] or self.get(listed.epoch)
                 verified.append(checkpoint.verify())
+            except CheckpointNotFoundError:
+                continue  # deleted since the listing
             except VerificationError as exc:
                 failures.append(exc)
-                self._log("VERIFY", f"epoch {checkpoint.epoch} failed: {exc}", logging.WARNING)
+                self._log("VERIFY", f"epoch {listed.epoch} failed: {exc}", logging.WARNING)
         if failures:
             first = failures[0]
             if len(failures) > 1:
@@ -2144,7 +2466,7 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     """A JSON object from ``raw``, or {} when it is not one (records are caches or hints)."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -2160,6 +2482,32 @@ def _age(info: Mapping[str, Any]) -> str:
     return f"{(time.time_ns() - claimed) / 1e9:.0f}s"
 
 
+def _history_entry(raw: object) -> dict[str, Any] | None:
+    """A record of ``index.json``'s history (a deleted checkpoint) cleaned of junk; None if it is junk.
+
+    The epoch must be an int in range; metrics that are not finite numbers and times that are not
+    ints in range are dropped, so ``ckptstore plot`` and the index's own updates never trip on them.
+    """
+    if not isinstance(raw, dict):
+        return None
+    epoch = raw.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
+        return None
+    metrics = raw.get("metrics")
+    clean: dict[str, float] = {}
+    for name, value in metrics.items() if isinstance(metrics, dict) else ():
+        with contextlib.suppress(InvalidArgumentError):
+            clean.update(check_metrics({name: value}) if isinstance(value, (int, float)) else {})
+    entry: dict[str, Any] = {"epoch": epoch, "metrics": clean}
+    for key in ("committed_at_ns", "deleted_at_ns"):
+        value = raw.get(key)
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIME_NS
+        entry[key] = value if ok else None
+    reason = raw.get("reason")
+    entry["reason"] = reason if isinstance(reason, str) else ""
+    return entry
+
+
 def _index_entry(checkpoint: Checkpoint, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return {
         "epoch": checkpoint.epoch,
@@ -2173,17 +2521,6 @@ def _index_entry(checkpoint: Checkpoint, metadata: Mapping[str, Any] | None) -> 
     }
 
 
-_AUTH_MARKERS = (
-    "NoCredentialsError",
-    "PartialCredentialsError",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "ExpiredToken",
-    "InvalidToken",
-    "RefreshError",
-    "DefaultCredentialsError",
-)
 _AUTH_HINTS = {
     "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
     "storage_options={'key': ..., 'secret': ...} (S3-compatible servers also need "
@@ -2193,38 +2530,50 @@ _AUTH_HINTS = {
 
 
 def _auth_problem(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__name__ in _AUTH_MARKERS or any(m in str(seen) for m in _AUTH_MARKERS[2:]):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return isinstance(exc, PermissionError) and not isinstance(exc, CkptStoreError)
+    """True if ``exc`` says the backend refused the credentials or found none."""
+    return is_auth_failure(exc)
 
 
 @contextlib.contextmanager
 def _backend_errors(backend: Backend, doing: str) -> Iterator[None]:
-    """Type a backend failure: refused credentials, an outage.
+    """Type a backend failure, and keep the secrets out of it.
 
-    A refusal of credentials becomes :class:`BackendAuthError` (naming the fix), an outage that
-    escaped the retries :class:`StoreUnavailableError`.
+    Every error that passes is first scrubbed of secrets in place, its cause chain included. Refused
+    credentials become :class:`BackendAuthError` (naming the fix), an outage that escaped the retries
+    :class:`StoreUnavailableError`, a read-only file system or a server that refuses writes
+    :class:`StoreNotWritableError`, a request the client library refused as malformed
+    :class:`InvalidArgumentError`. Typed errors and ``FileNotFoundError`` pass on (scrubbed).
     """
     try:
         yield
-    except CkptStoreError:
-        raise
-    except FileNotFoundError:
-        raise
     except Exception as exc:
+        scrub_exception(exc)
+        if isinstance(exc, (CkptStoreError, FileNotFoundError)):
+            raise
+        url, what = redact_url(backend.url), describe_error(exc)
         if is_transient(exc):  # what escaped the retries (a stream that broke half-way)
-            raise StoreUnavailableError(
-                f"{backend.url}: could not {doing}: the backend stopped answering ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise StoreUnavailableError(f"{url}: could not {doing}: the backend stopped answering ({what})") from exc
         if _auth_problem(exc):
             scheme = "gs" if backend.scheme in ("gs", "gcs") else backend.scheme
             hint = _AUTH_HINTS.get(scheme, "check the credentials in storage_options")
             raise BackendAuthError(
-                f"{backend.url}: could not {doing}: the {backend.scheme} backend refused the credentials "
+                f"{url}: could not {doing}: the {backend.scheme} backend refused the credentials "
                 f"or found none ({type(exc).__name__}); {hint}"
+            ) from None
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            raise StoreNotWritableError(
+                f"{url}: could not {doing}: {exc.filename or 'the store'} is on a read-only file system; "
+                "open an existing store there with create=False to read it, or write to a writable place"
+            ) from None
+        status = http_status(exc)
+        if status in (405, 501):
+            raise StoreNotWritableError(
+                f"{url}: could not {doing}: the {backend.scheme} server does not accept writes ({what}); "
+                "a store served there can only be read: open an existing one with create=False"
+            ) from None
+        if type(exc).__name__ == "ParamValidationError":
+            raise InvalidArgumentError(
+                f"{url}: could not {doing}: the {backend.scheme} client refused the request as malformed ({what})"
             ) from None
         raise
 
@@ -2294,17 +2643,30 @@ def open_store(
         **options: The fields of :class:`StoreConfig` (``keep``, ``monitor``, ``mode``, ...).
 
     Raises:
-        UnsupportedURLError: no backend serves the URL's scheme.
+        UnsupportedURLError: no backend serves the URL's scheme, the URL names an invalid bucket, or
+            it carries credentials or a query string where none can go (messages show it redacted).
         BackendUnavailableError: the backend's package is missing (names the extra to install).
-        BackendAuthError: the backend refused the credentials or found none.
-        InvalidArgumentError: an option is unknown or invalid.
+        BackendAuthError: the backend refused the credentials, found none, or could not read them.
+        StoreUnavailableError: the backend, or the token endpoint of its credentials, did not answer.
+        StoreNotWritableError: a new store cannot be written there (read-only file system or server).
+        InvalidArgumentError: an option is out of range; nothing was written.
+        InvalidArgumentTypeError: the URL, or an option, is unknown or of the wrong type (also a ``TypeError``).
     """
+    fields = attrs.fields_dict(StoreConfig)
+    unknown = sorted(name for name in options if name not in fields)
+    if unknown:
+        raise InvalidArgumentTypeError(
+            f"unknown option(s) for ckptstore.open: {', '.join(unknown)}; the options are create, storage_options, "
+            f"{', '.join(fields)}"
+        )
+    if not isinstance(create, bool):
+        raise InvalidArgumentTypeError(f"option create must be True or False, got {create!r}")
     try:
         config = StoreConfig(**options)
     except CkptStoreError:
         raise
     except TypeError as exc:
-        raise InvalidArgumentError(f"unknown or mistyped option for ckptstore.open: {exc}") from None
-    except ValueError as exc:
-        raise InvalidArgumentError(f"invalid option for ckptstore.open: {exc.args[0]}") from None
+        raise InvalidArgumentTypeError(f"mistyped option for ckptstore.open: {exc}") from None
+    except (ValueError, ArithmeticError) as exc:
+        raise InvalidArgumentError(f"invalid option for ckptstore.open: {exc}") from None
     return CheckpointStore(url, config, create=create, storage_options=storage_options)

@@ -38,6 +38,10 @@ class Capabilities:
         mtime_resolution_ns: Granularity of modification times (1 s on S3 and some NFS servers).
         multipart: Large uploads go in parts that can be left behind by a killed writer and must
             be aborted by gc.
+        max_key_bytes: The longest full name of one file the backend accepts, in UTF-8 bytes, as
+            :meth:`Backend.key_bytes` counts it (S3 and GCS object keys: 1024; a local path:
+            ``PATH_MAX`` less its NUL, 4095). None: no limit known. Longer names are refused when
+            written, with :class:`~ckptstore.errors.UnsafePathError`.
     """
 
     atomic_rename: bool
@@ -47,6 +51,7 @@ class Capabilities:
     fsync: bool
     mtime_resolution_ns: int = 1
     multipart: bool = False
+    max_key_bytes: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +94,14 @@ class Backend(abc.ABC):
         """The local filesystem path of ``key``, or None when the backend is not a local disk."""
         del key
         return None
+
+    def key_bytes(self, key: str) -> int:
+        """The length in bytes of the full name the backend gives ``key``, to compare with ``max_key_bytes``.
+
+        That is the object key inside the bucket (the store's prefix included) on object stores, and
+        the absolute path on local disk; by default the store-relative key itself.
+        """
+        return len(key.encode("utf-8", "surrogatepass"))
 
     # -- small objects --------------------------------------------------------------------------------
     @abc.abstractmethod

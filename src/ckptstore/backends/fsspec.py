@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import xxhash
 
+from .._redact import redact_url
+from ..errors import UnsafePathError
 from .base import Backend, Capabilities
 
 __all__ = ["PART_SIZE", "FsspecBackend"]
@@ -30,6 +32,7 @@ PART_SIZE = 8 * 1024 * 1024
 """Bytes buffered per streamed upload before a part is sent (S3's minimum part is 5 MiB)."""
 
 _LOG_SEQ = itertools.count()
+_BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs")
 
 
 def info_mtime_ns(info: dict[str, Any]) -> int:
@@ -57,18 +60,20 @@ class FsspecBackend(Backend):
     Args:
         fs: The filesystem instance.
         root: The root path in the filesystem's own notation (``bucket/prefix``), no trailing slash.
-        url: The store's URL as the user gave it (for messages; never holds credentials).
+        url: The store's URL as the user gave it, for messages: shown redacted (a password or a token
+            in it becomes ``***``).
     """
 
     def __init__(self, fs: Any, root: str, url: str) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
-        self._url = url
+        self._url = redact_url(url)
         self.scheme = url.split("://", 1)[0] if "://" in url else "?"
+        self._max_key_bytes: int | None = None  # from the capabilities, on first use (0: no limit)
 
     @property
     def url(self) -> str:
-        """The store root as a URL."""
+        """The store root as a URL, redacted (never holds a password or a token)."""
         return self._url
 
     @property
@@ -84,7 +89,37 @@ class FsspecBackend(Backend):
         )
 
     def _p(self, key: str) -> str:
-        return f"{self.root}/{key}".rstrip("/") if key else self.root
+        path = f"{self.root}/{key}".rstrip("/") if key else self.root
+        if key:
+            self._check_key(key, path)
+        return path
+
+    def _check_key(self, key: str, path: str) -> None:
+        """Refuse a key this filesystem cannot hold (not UTF-8, too long) before any request is sent."""
+        try:
+            size = len(self._object_key(path).encode("utf-8"))
+        except UnicodeEncodeError:
+            raise UnsafePathError(
+                f"{self.url}/{key!r}: the name is not valid UTF-8 (a lone surrogate); no object store can hold it"
+            ) from None
+        limit = self._max_key_bytes
+        if limit is None:
+            limit = self._max_key_bytes = self.capabilities.max_key_bytes or 0
+        if limit and size > limit:
+            raise UnsafePathError(
+                f"{self.url}/{key}: the object key is {size} bytes long, and {self.scheme} accepts at most "
+                f"{limit} bytes; shorten the file name (or the store's prefix)"
+            )
+
+    def _object_key(self, path: str) -> str:
+        """The key of ``path`` inside its bucket (bucket-based filesystems) or the path itself."""
+        if self.scheme in _BUCKET_SCHEMES:
+            return path.partition("/")[2]
+        return path
+
+    def key_bytes(self, key: str) -> int:
+        """The length of the object key of ``key`` inside its bucket (the store's prefix included)."""
+        return len(self._object_key(f"{self.root}/{key}").encode("utf-8", "surrogatepass"))
 
     def _rel(self, path: str) -> str:
         path = path.rstrip("/")
@@ -93,7 +128,7 @@ class FsspecBackend(Backend):
 
     def check_container(self) -> None:
         """For bucket-based filesystems: the bucket must exist."""
-        if self.scheme in ("s3", "s3a", "gs", "gcs"):
+        if self.scheme in _BUCKET_SCHEMES:
             bucket = self.root.split("/", 1)[0]
             self._invalidate()
             if not self.fs.exists(bucket):

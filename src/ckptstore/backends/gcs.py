@@ -34,6 +34,7 @@ class GCSBackend(FsspecBackend):
             symlinks=False,
             fsync=False,
             mtime_resolution_ns=1_000,
+            max_key_bytes=1024,
         )
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:

@@ -6,6 +6,11 @@ that does not exist, and small records (pointers, the store descriptor) are repl
 file and ``os.replace``. NFS needs two more rules, both here: a rename whose reply was lost may report
 an error after it succeeded (callers re-check the target), and ``rmtree`` may meet ``.nfsXXXX`` files
 that vanish later (removal is best effort and retried by the next gc).
+
+It also keeps the store's root a boundary (DESIGN.md section 3, guarantee 9): no key is ever reached
+through a symlink below the root, and no symlink, FIFO, socket or device inside the store is followed
+or opened; such an entry is refused with :class:`~ckptstore.errors.UnsafeEntryError` naming it. The
+root itself may be a symlink, and the ``best``/``last`` pointer links are only ever replaced whole.
 """
 
 from __future__ import annotations
@@ -14,20 +19,36 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from ..errors import StoreNotWritableError
+from .._nofollow import NOFOLLOW, kind, open_regular, regular_files, unsafe
+from ..errors import StoreNotWritableError, UnsafeEntryError, UnsafePathError
 from .base import Backend, Capabilities
 
-__all__ = ["LocalBackend"]
+__all__ = ["PATH_MAX", "LocalBackend"]
+
+PATH_MAX = 4096
+"""The longest path (with its terminating NUL) that Linux system calls accept."""
 
 try:  # POSIX advisory locks; absent on Windows.
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _fsync_fd(fd: int) -> None:
+    """Fsync a descriptor; a filesystem that refuses fsync on a directory is not an error."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # pragma: no cover - some filesystems refuse fsync on a directory
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
 
 
 class LocalBackend(Backend):
@@ -63,8 +84,13 @@ class LocalBackend(Backend):
                 symlinks=self._probe_symlinks(),
                 fsync=True,
                 mtime_resolution_ns=1,
+                max_key_bytes=PATH_MAX - 1,
             )
         return self._capabilities
+
+    def key_bytes(self, key: str) -> int:
+        """The length of the absolute path of ``key`` (what ``PATH_MAX`` limits)."""
+        return len(os.fsencode(self.local_path(key)))
 
     def _probe_symlinks(self) -> bool:
         probe = self.root / f".symlink-probe-{uuid.uuid4().hex}"
@@ -81,6 +107,153 @@ class LocalBackend(Backend):
         """Return the absolute path of ``rel`` (a store-internal, already trusted name)."""
         return self.root / rel
 
+    # -- the boundary: nothing below the root is reached through a symlink ------------------------------
+    # Reads check the folders on the way with ``lstat`` and open the file itself with ``O_NOFOLLOW``
+    # (a few system calls); whatever creates, replaces, renames or deletes goes through directory
+    # descriptors opened one component at a time with ``O_NOFOLLOW``, so not even a folder swapped for
+    # a symlink while it runs leads it outside. The root itself may be a symlink (``runs -> /data/runs``).
+    def _parts(self, rel: str) -> list[str]:
+        """The components of a store-relative key; ``..``, which would leave the root, is refused."""
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UnsafePathError(f"{rel!r} would leave the store at {self.root}")
+        return parts
+
+    def _split(self, rel: str) -> tuple[str, str]:
+        """``(folder, name)`` of an entry below the root."""
+        parts = self._parts(rel)
+        if not parts:
+            raise UnsafePathError(f"{rel!r} names the root of the store at {self.root}, not an entry in it")
+        return "/".join(parts[:-1]), parts[-1]
+
+    def _rel(self, path: Path | str) -> str:
+        """The store-relative key of ``path`` (an absolute path below the root, or a key already)."""
+        if isinstance(path, str):
+            return path
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            raise UnsafePathError(f"{path} is outside the store at {self.root}") from None
+
+    def _checked(self, rel: str, *, whole: bool = False) -> tuple[Path, os.stat_result | None]:
+        """``root/rel``, once ``lstat`` showed that no folder on the way to it is a symlink or special file.
+
+        Args:
+            rel: The key.
+            whole: Check ``rel`` itself too (a regular file or a real folder) and return its ``lstat``.
+
+        Returns:
+            The path, and with ``whole`` its ``lstat`` (None if it or a folder on the way is missing;
+            for the root, its ``stat``).
+
+        Raises:
+            UnsafeEntryError: a component is a symlink or a special file.
+            NotADirectoryError: a folder on the way is a file.
+        """
+        parts = self._parts(rel)
+        path = self.root
+        found: os.stat_result | None = os.stat(path) if whole and not parts else None
+        for i, part in enumerate(parts):
+            path = path / part
+            last = i == len(parts) - 1
+            if last and not whole:
+                break
+            try:
+                found = os.lstat(path)
+            except FileNotFoundError:
+                return self.root.joinpath(*parts), None  # nothing below a missing folder exists either
+            if kind(found.st_mode) is not None:
+                raise unsafe(path, found.st_mode)
+            if not last and not stat.S_ISDIR(found.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        return path, found
+
+    def _open(self, rel: str, flags: int) -> tuple[int, os.stat_result]:
+        """Open the regular file ``rel`` (see :func:`~ckptstore._nofollow.open_regular`)."""
+        path, _ = self._checked(rel)
+        return open_regular(path, flags)
+
+    @contextlib.contextmanager
+    def _folder(self, rel: str, *, create: bool = False) -> Iterator[int]:
+        """A descriptor of the folder ``root/rel``, reached one component at a time, never through a symlink.
+
+        Args:
+            rel: The folder ("" for the root).
+            create: Create missing folders, each made durable by an fsync of its parent.
+
+        Raises:
+            UnsafeEntryError: a component is a symlink or a special file.
+            FileNotFoundError: a component is missing and ``create`` is False.
+        """
+        fd = os.open(self.root, _DIR_FLAGS & ~NOFOLLOW)  # the root itself may be a symlink
+        try:
+            path = self.root
+            for part in self._parts(rel):
+                path = path / part
+                inner = self._step(fd, part, path, create)
+                os.close(fd)
+                fd = inner
+            yield fd
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def _step(cls, parent: int, name: str, path: Path, create: bool) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                raise
+            mode = os.lstat(name, dir_fd=parent).st_mode
+            if kind(mode) is not None:
+                raise unsafe(path, mode) from None
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o777, dir_fd=parent)
+            _fsync_fd(parent)
+        return cls._step(parent, name, path, False)
+
+    @staticmethod
+    def _refuse_unsafe(dir_fd: int, name: str, shown: Path) -> None:
+        """Raise :class:`UnsafeEntryError` if ``name`` in ``dir_fd`` is a symlink or special file."""
+        try:
+            mode = os.lstat(name, dir_fd=dir_fd).st_mode
+        except FileNotFoundError:
+            return
+        if kind(mode) is not None:
+            raise unsafe(shown, mode)
+
+    def _not_our_link(self, rel: str, mode: int) -> UnsafeEntryError:
+        what = "a folder" if stat.S_ISDIR(mode) else kind(mode) or "a file"
+        return UnsafeEntryError(
+            f"{self.root / rel} is {what}, not ckptstore's {rel} pointer link; ckptstore never replaces or deletes "
+            "it: move it away to get the link back"
+        )
+
+    def make_dir(self, rel: str) -> None:
+        """``mkdir -p`` of a folder inside the store; each new folder is made durable, none is a symlink.
+
+        Raises:
+            UnsafeEntryError: a folder on the way (or ``rel`` itself) is a symlink or a special file.
+        """
+        with self._folder(rel, create=True):
+            pass
+
+    def entry_stat(self, rel: str) -> os.stat_result:
+        """The ``lstat`` of a regular file or real folder inside the store.
+
+        Raises:
+            FileNotFoundError: it does not exist.
+            UnsafeEntryError: it, or a folder on the way, is a symlink or a special file.
+        """
+        path, found = self._checked(rel, whole=True)
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        return found
+
     # -- durability primitives ------------------------------------------------------------------------
     @staticmethod
     def fsync_dir(path: Path) -> None:
@@ -90,20 +263,18 @@ class LocalBackend(Backend):
         except OSError:  # pragma: no cover - platforms without directory fds
             return
         try:
-            os.fsync(fd)
-        except OSError as exc:  # pragma: no cover - some filesystems refuse fsync on a directory
-            if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
-                raise
+            _fsync_fd(fd)
         finally:
             os.close(fd)
 
     @classmethod
     def make_dirs(cls, path: Path) -> None:
-        """``mkdir -p`` that makes each new directory durable: its parent is fsynced after it appears.
+        """``mkdir -p`` of the store's root (and the folders above it, which may be symlinks).
 
-        POSIX does not promise that a new directory survives a power cut until its parent is fsynced
-        (ext4 and XFS usually commit it with the next journal commit; the strict power-cut tests do
-        not rely on that).
+        Folders inside the store are made with :meth:`make_dir`, which never follows a symlink. Each
+        new directory is durable: its parent is fsynced after it appears (POSIX does not promise that
+        a new directory survives a power cut until then; ext4 and XFS usually commit it with the next
+        journal commit, and the strict power-cut tests do not rely on that).
         """
         missing: list[Path] = []
         current = path
@@ -122,50 +293,64 @@ class LocalBackend(Backend):
             cls.fsync_dir(directory.parent)
 
     def write_atomic(self, rel: str, data: bytes) -> None:
-        """Replace ``rel`` with ``data`` in one step: temp file, fsync, ``os.replace``, fsync parent."""
-        target = self.path(rel)
-        self.make_dirs(target.parent)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            self._write_new(tmp, data)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self.fsync_dir(target.parent)
+        """Replace ``rel`` with ``data`` in one step: temp file, fsync, ``os.replace``, fsync parent.
+
+        Raises:
+            UnsafeEntryError: ``rel`` or a folder on the way is a symlink or special file (it is
+                neither replaced nor written through).
+        """
+        folder, name = self._split(rel)
+        with self._folder(folder, create=True) as dir_fd:
+            self._refuse_unsafe(dir_fd, name, self.root / rel)
+            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+            try:
+                self._write_new(tmp, data, dir_fd=dir_fd)
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            _fsync_fd(dir_fd)
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` only if it does not exist; the file appears whole or not at all.
 
         Returns:
             True if this call created it, False if it existed already.
+
+        Raises:
+            UnsafeEntryError: ``rel`` or a folder on the way is a symlink or special file.
         """
-        target = self.path(rel)
-        self.make_dirs(target.parent)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-        self._write_new(tmp, data)
-        try:
-            os.link(tmp, target)  # link(2) fails with EEXIST: create-only, and atomic on NFS too
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            # No hard links (some FUSE/SMB mounts): fall back to O_EXCL on the final name.
-            try:
-                self._write_new(target, data)
+        folder, name = self._split(rel)
+        shown = self.root / rel
+        with self._folder(folder, create=True) as dir_fd:
+            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+            self._write_new(tmp, data, dir_fd=dir_fd)
+            try:  # link(2) fails with EEXIST: create-only, and atomic on NFS too
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
             except FileExistsError:
+                self._refuse_unsafe(dir_fd, name, shown)
                 return False
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        self.fsync_dir(target.parent)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                # No hard links (some FUSE/SMB mounts): fall back to O_EXCL on the final name.
+                try:
+                    self._write_new(name, data, dir_fd=dir_fd, label=shown)
+                except FileExistsError:
+                    return False
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            _fsync_fd(dir_fd)
         return True
 
     @staticmethod
-    def _write_new(path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    def _write_new(
+        path: str | os.PathLike[str], data: bytes, *, dir_fd: int | None = None, label: object = None
+    ) -> None:
+        """Create ``path`` (it must not exist, as a file or a symlink), write ``data`` and fsync it."""
+        fd, _ = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd, label=label)
         try:
             view = memoryview(data)
             while view:
@@ -175,51 +360,91 @@ class LocalBackend(Backend):
             os.close(fd)
 
     def read_bytes(self, rel: str) -> bytes:
-        """Return the content of ``rel``."""
-        return self.path(rel).read_bytes()
+        """Return the content of ``rel``; a symlink or special file is refused without being opened."""
+        fd, _ = self._open(rel, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
 
     def replace_symlink(self, rel: str, target: str) -> None:
-        """Point the symlink ``rel`` at ``target`` atomically (temp link + ``os.replace``)."""
-        link = self.path(rel)
-        tmp = link.parent / f".{link.name}.{uuid.uuid4().hex}.tmp"
-        os.symlink(target, tmp)
-        try:
-            os.replace(tmp, link)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self.fsync_dir(link.parent)
+        """Point the symlink ``rel`` at ``target`` atomically (temp link + ``os.replace``).
 
-    def rename_dir(self, src: Path, dst: Path) -> None:
-        """Rename a directory onto a name that must not exist, then fsync both parents.
+        Raises:
+            UnsafeEntryError: something else than a symlink is at ``rel`` (a file or folder someone
+                put there); it is left alone.
+        """
+        folder, name = self._split(rel)
+        with self._folder(folder) as dir_fd:
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.lstat(name, dir_fd=dir_fd).st_mode
+                if not stat.S_ISLNK(mode):
+                    raise self._not_our_link(rel, mode)
+            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+            os.symlink(target, tmp, dir_fd=dir_fd)
+            try:
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            _fsync_fd(dir_fd)
+
+    def remove_symlink(self, rel: str) -> None:
+        """Remove the symlink ``rel`` (no error if absent); never a file or folder found there.
+
+        Raises:
+            UnsafeEntryError: something else than a symlink is at ``rel``; it is left alone.
+        """
+        folder, name = self._split(rel)
+        with self._folder(folder) as dir_fd:
+            try:
+                mode = os.lstat(name, dir_fd=dir_fd).st_mode
+            except FileNotFoundError:
+                return
+            if not stat.S_ISLNK(mode):
+                raise self._not_our_link(rel, mode)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+
+    def rename_dir(self, src: Path | str, dst: Path | str) -> None:
+        """Rename a real directory onto a name that must not exist, then fsync both parents.
+
+        ``src`` and ``dst`` are keys or paths below the root. Both parents are reached through
+        descriptors that never follow a symlink, and ``src`` must be a directory, not a symlink to
+        one: a rename never moves anything across the root's boundary.
 
         Raises:
             FileExistsError: ``dst`` exists (also for ENOTEMPTY, which Linux reports for a
                 non-empty target directory).
+            FileNotFoundError: ``src`` does not exist.
+            UnsafeEntryError: ``src`` or a folder on the way is a symlink or special file.
         """
-        if dst.exists():
-            raise FileExistsError(errno.EEXIST, "target exists", str(dst))
-        try:
-            os.rename(src, dst)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
-            raise
-        self.fsync_dir(dst.parent)
-        if src.parent != dst.parent:
-            self.fsync_dir(src.parent)
-
-    @staticmethod
-    def remove_tree(path: Path) -> bool:
-        """Remove a directory tree, best effort.
-
-        Returns:
-            True if it is gone; False if something remained (NFS ``.nfsXXXX`` files of files still
-            open elsewhere, permissions): the next gc tries again.
-        """
-        shutil.rmtree(path, ignore_errors=True)
-        return not path.exists()
+        src_rel, dst_rel = self._rel(src), self._rel(dst)
+        src_folder, src_name = self._split(src_rel)
+        dst_folder, dst_name = self._split(dst_rel)
+        with self._folder(src_folder) as src_fd, self._folder(dst_folder, create=True) as dst_fd:
+            try:
+                os.lstat(dst_name, dir_fd=dst_fd)
+            except FileNotFoundError:
+                pass
+            else:
+                raise FileExistsError(errno.EEXIST, "target exists", str(self.root / dst_rel))
+            try:
+                mode = os.lstat(src_name, dir_fd=src_fd).st_mode
+            except FileNotFoundError:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.root / src_rel)) from None
+            if kind(mode) is not None:
+                raise unsafe(self.root / src_rel, mode)
+            if not stat.S_ISDIR(mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.root / src_rel))
+            try:
+                os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise FileExistsError(errno.EEXIST, "target exists", str(self.root / dst_rel)) from exc
+                raise
+            _fsync_fd(dst_fd)
+            if src_folder != dst_folder:
+                _fsync_fd(src_fd)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -227,11 +452,12 @@ class LocalBackend(Backend):
 
         It serializes pointer updates between processes on one host (and between NFS clients where
         the server supports locks). Correctness does not rest on it alone: pointers only move
-        forward and are repaired from the manifests.
+        forward and are repaired from the manifests. A lock file that is a symlink or special file
+        is refused, never created or opened through.
         """
-        path = self.path(key)
-        self.make_dirs(path.parent)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder, name = self._split(key)
+        with self._folder(folder, create=True) as dir_fd:
+            fd, _ = open_regular(name, os.O_RDWR | os.O_CREAT, 0o644, dir_fd=dir_fd, label=self.root / key)
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -243,11 +469,11 @@ class LocalBackend(Backend):
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         """Return the content and a version (inode, mtime, size) of ``key``; None if absent."""
         try:
-            with open(self.path(key), "rb") as f:
-                st = os.fstat(f.fileno())
-                return f.read(), f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+            fd, st = self._open(key, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        with os.fdopen(fd, "rb") as f:
+            return f.read(), f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
 
     def write_if(self, key: str, data: bytes, version: str | None) -> bool:
         """Create-only (``version`` None) or replace if unchanged; callers hold :meth:`lock`."""
@@ -264,63 +490,110 @@ class LocalBackend(Backend):
         self.write_atomic(key, data)
 
     def exists(self, key: str) -> bool:
-        """True if ``key`` exists (a symlink counts only if its target does)."""
-        return self.path(key).exists()
+        """True if ``key`` is a file or folder; a symlink or special file there is refused, not followed."""
+        return self._checked(key, whole=True)[1] is not None
 
     def listdir(self, prefix: str) -> list[str]:
-        """Sorted entries of a directory; [] if it does not exist."""
+        """Sorted entries of a folder; [] if it does not exist. A symlinked folder is refused."""
         try:
-            return sorted(os.listdir(self.path(prefix)))
+            path, found = self._checked(prefix, whole=True)
+            if found is None or not stat.S_ISDIR(found.st_mode):
+                return []
+            return sorted(os.listdir(path))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
     def walk(self, prefix: str) -> dict[str, int]:
-        """Every regular file under ``prefix``: relative path -> size."""
-        base = self.path(prefix)
-        found: dict[str, int] = {}
-        for dirpath, _dirnames, filenames in os.walk(base):
-            for name in filenames:
-                full = Path(dirpath, name)
-                with contextlib.suppress(FileNotFoundError):
-                    found[full.relative_to(base).as_posix()] = full.lstat().st_size
-        return found
+        """Every regular file under ``prefix``: relative path -> size.
+
+        Raises:
+            UnsafeEntryError: ``prefix``, a folder on the way or an entry below it is a symlink or a
+                special file (nothing is followed or opened).
+        """
+        base, found = self._checked(prefix, whole=True)
+        if found is None or not stat.S_ISDIR(found.st_mode):
+            return {}
+        sizes: dict[str, int] = {}
+        for entry in regular_files(base):
+            with contextlib.suppress(FileNotFoundError):
+                sizes[Path(entry.path).relative_to(base).as_posix()] = entry.stat(follow_symlinks=False).st_size
+        return sizes
 
     def stat_files(self, prefix: str) -> dict[str, tuple[int, int]]:
-        """Every regular file under ``prefix``: relative path -> (size, mtime ns); symlinks are skipped."""
-        base = self.path(prefix)
-        found: dict[str, tuple[int, int]] = {}
-        for dirpath, _dirnames, filenames in os.walk(base):
-            for name in filenames:
-                full = Path(dirpath, name)
-                with contextlib.suppress(FileNotFoundError):
-                    st = full.lstat()
-                    if not full.is_symlink():
-                        found[full.relative_to(base).as_posix()] = (st.st_size, st.st_mtime_ns)
-        return found
+        """Every regular file under ``prefix``: relative path -> (size, mtime ns).
+
+        Symlinks and special files below ``prefix`` are skipped (this lists files ckptstore did not
+        write too), never followed or opened.
+        """
+        base, found = self._checked(prefix, whole=True)
+        if found is None or not stat.S_ISDIR(found.st_mode):
+            return {}
+        stats: dict[str, tuple[int, int]] = {}
+        for entry in regular_files(base, skip=True):
+            with contextlib.suppress(FileNotFoundError):
+                st = entry.stat(follow_symlinks=False)
+                stats[Path(entry.path).relative_to(base).as_posix()] = (st.st_size, st.st_mtime_ns)
+        return stats
 
     def mtime_ns(self, key: str) -> int:
-        """The file's mtime in ns."""
-        return self.path(key).stat().st_mtime_ns
+        """The mtime in ns of a file or folder (never of a symlink's target)."""
+        return self.entry_stat(key).st_mtime_ns
 
     def delete(self, key: str) -> None:
-        """Unlink a file; no error if absent."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(key))
+        """Unlink a file (a symlink itself, never its target); no error if absent."""
+        folder, name = self._split(key)
+        with contextlib.suppress(FileNotFoundError), self._folder(folder) as dir_fd:
+            os.unlink(name, dir_fd=dir_fd)
 
     def delete_tree(self, prefix: str, *, last: Iterable[str] = ()) -> bool:
-        """Remove a directory tree, best effort (see :meth:`remove_tree`)."""
+        """Remove a directory tree inside the store, best effort.
+
+        The tree's parent is reached through descriptors that never follow a symlink, and
+        ``shutil.rmtree``'s descriptor-based walk unlinks a symlink met inside the tree without
+        following it: nothing outside the root is ever deleted, whatever the tree holds.
+
+        Returns:
+            True if it is gone; False if something remained (NFS ``.nfsXXXX`` files of files still
+            open elsewhere, permissions): the next gc tries again.
+
+        Raises:
+            UnsafeEntryError: ``prefix`` or a folder on the way is a symlink or a special file.
+        """
         del last  # a directory disappears with rmtree; callers rename it away first
-        return self.remove_tree(self.path(prefix))
+        folder, name = self._split(prefix)
+        try:
+            with self._folder(folder) as dir_fd:
+                try:
+                    mode = os.lstat(name, dir_fd=dir_fd).st_mode
+                except FileNotFoundError:
+                    return True
+                if kind(mode) is not None:
+                    raise unsafe(self.root / prefix, mode)
+                if stat.S_ISDIR(mode):
+                    shutil.rmtree(name, ignore_errors=True, dir_fd=dir_fd)
+                else:
+                    os.unlink(name, dir_fd=dir_fd)
+                try:
+                    os.lstat(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    return True
+                return False
+        except FileNotFoundError:
+            return True
 
     def open_read(self, key: str) -> IO[bytes]:
-        """Open a file for reading."""
-        return open(self.path(key), "rb")
+        """Open a regular file for reading (never through a symlink; a special file is refused unopened)."""
+        fd, _ = self._open(key, os.O_RDONLY)
+        return os.fdopen(fd, "rb")
 
     def open_write(self, key: str) -> IO[bytes]:
-        """Create a new file (it must not exist)."""
-        target = self.path(key)
-        self.make_dirs(target.parent)
-        return open(target, "xb")
+        """Create a new file (it must not exist, as a file or a symlink)."""
+        folder, name = self._split(key)
+        with self._folder(folder, create=True) as dir_fd:
+            fd, _ = open_regular(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd, label=self.root / key
+            )
+        return os.fdopen(fd, "wb")
 
     def append_log(self, line: str, writer: str) -> None:
         """Append to ``ckpt.log``."""
@@ -330,13 +603,17 @@ class LocalBackend(Backend):
     def read_log(self) -> list[str]:
         """The lines of ``ckpt.log``."""
         try:
-            return self.path("ckpt.log").read_text(encoding="utf-8").splitlines()
+            return self.read_bytes("ckpt.log").decode("utf-8").splitlines()
         except FileNotFoundError:
             return []
 
     def append_line(self, rel: str, line: str) -> None:
-        """Append one line with a single ``write`` on an ``O_APPEND`` descriptor (no interleaving)."""
-        fd = os.open(self.path(rel), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        """Append one line with a single ``write`` on an ``O_APPEND`` descriptor (no interleaving).
+
+        Raises:
+            UnsafeEntryError: the file is a symlink or special file (nothing is appended to it).
+        """
+        fd, _ = self._open(rel, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8", "replace"))
         finally:

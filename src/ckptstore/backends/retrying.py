@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from .._redact import redact_url
 from ..retry import RetryPolicy, call
 from .base import Backend, Capabilities, PendingUpload
 
@@ -46,7 +47,7 @@ class RetryingBackend(Backend):
         def counted(_attempt: int, _wait: float, _exc: BaseException) -> None:
             self.retries += 1
 
-        return call(fn, self.policy, f"{what} at {self.inner.url}", on_retry=counted)
+        return call(fn, self.policy, f"{what} at {self.url}", on_retry=counted)
 
     def _create(self, what: str, key: str, data: bytes, fn: Callable[[], bool]) -> bool:
         before = self.retries
@@ -60,8 +61,8 @@ class RetryingBackend(Backend):
 
     @property
     def url(self) -> str:
-        """The wrapped backend's URL."""
-        return self.inner.url
+        """The wrapped backend's URL, redacted."""
+        return redact_url(self.inner.url)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -71,6 +72,10 @@ class RetryingBackend(Backend):
     def local_path(self, key: str = "") -> Path | None:
         """The wrapped backend's local path (None for remote ones)."""
         return self.inner.local_path(key)
+
+    def key_bytes(self, key: str) -> int:
+        """The wrapped backend's key length."""
+        return self.inner.key_bytes(key)
 
     def read_bytes(self, key: str) -> bytes:
         """Read, retried."""
@@ -169,4 +174,4 @@ class RetryingBackend(Backend):
     def describe(self) -> dict[str, Any]:
         """The wrapped backend's description plus the retry policy."""
         policy = {"max_attempts": self.policy.max_attempts, "deadline": self.policy.deadline}
-        return {**self.inner.describe(), "retry": policy}
+        return {**self.inner.describe(), "url": self.url, "retry": policy}

@@ -55,6 +55,7 @@ class S3Backend(FsspecBackend):
             fsync=False,
             mtime_resolution_ns=1_000_000_000,
             multipart=True,
+            max_key_bytes=1024,
         )
 
     def _split(self, key: str) -> tuple[str, str]:

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..serializers import CheckpointFiles
     from ..store import CheckpointStore
 
-__all__ = ["finite_scalars", "restart_folder"]
+__all__ = ["finite_scalars", "restart_files", "restart_folder"]
 
 
 def finite_scalars(values: Mapping[str, Any] | None) -> dict[str, float]:
@@ -35,20 +37,46 @@ def finite_scalars(values: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
-@contextlib.contextmanager
-def restart_folder(store: CheckpointStore | str | os.PathLike[str], **open_options: Any) -> Iterator[Path | None]:
-    """The newest checkpoint that verifies, as a local folder for the block; None if there is none.
-
-    On object stores the checkpoint is downloaded (verified) for the duration of the block. ``store``
-    may be a URL, opened with ``open_options``.
-    """
+def _restarted(store: CheckpointStore | str | os.PathLike[str], open_options: Mapping[str, Any]) -> Checkpoint | None:
+    """``store.restart("auto")``: the newest checkpoint that verifies (``store`` may be a URL)."""
     from ..store import CheckpointStore, open_store
 
     if not isinstance(store, CheckpointStore):
         store = open_store(store, **open_options)
-    checkpoint = store.restart("auto")
+    return store.restart("auto")
+
+
+@contextlib.contextmanager
+def restart_folder(store: CheckpointStore | str | os.PathLike[str], **open_options: Any) -> Iterator[Path | None]:
+    """The newest checkpoint that verifies, as a local folder for the block; None if there is none.
+
+    For frameworks that resume from a whole folder (Hugging Face's ``resume_from_checkpoint``): the
+    folder holds exactly the files the manifest lists (verification refuses any other). On object
+    stores the checkpoint is downloaded (verified) for the duration of the block. ``store`` may be a
+    URL, opened with ``open_options``.
+    """
+    checkpoint = _restarted(store, open_options)
     if checkpoint is None:
         yield None
         return
-    with checkpoint.local_path(verify=False) as path:
+    with checkpoint.local_path(verify=False) as path:  # restart() verified it
         yield path
+
+
+@contextlib.contextmanager
+def restart_files(
+    store: CheckpointStore | str | os.PathLike[str], **open_options: Any
+) -> Iterator[CheckpointFiles | None]:
+    """The newest checkpoint that verifies, as a :class:`~ckptstore.serializers.CheckpointFiles`; None if none.
+
+    For frameworks that resume from one file (Lightning's ``ckpt_path``): ``files.local_file(name)``
+    gives its path only if the manifest lists it and it is a regular file (no symlink).
+    """
+    from ..serializers._reader import checkpoint_files
+
+    checkpoint = _restarted(store, open_options)
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint_files(checkpoint, verify=False) as files:  # restart() verified it
+        yield files

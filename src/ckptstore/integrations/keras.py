@@ -21,8 +21,9 @@ from typing import Any
 import keras
 
 from ..checkpoint import Checkpoint
-from ..errors import CheckpointNotFoundError, InvalidArgumentError
+from ..errors import CheckpointNotFoundError, InvalidArgumentError, SerializerError
 from ..policies import KeepPolicy, SaveRules, decide_save, resolve_mode
+from ..serializers._reader import CheckpointFiles, checkpoint_files
 from ..store import CheckpointStore, open_store
 from . import finite_scalars
 
@@ -112,8 +113,9 @@ class StoreCheckpoint(keras.callbacks.Callback):
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        with checkpoint.local_path(verify=False) as path:  # restart() verified it
-            model.load_weights(str(path / _one(checkpoint, ".weights.h5" if self.save_weights_only else ".keras")))
+        suffix = ".weights.h5" if self.save_weights_only else ".keras"
+        with checkpoint_files(checkpoint, verify=False) as files:  # restart() verified it
+            model.load_weights(str(files.local_file(_one(files, suffix, self.filepath))))
         epoch = checkpoint.metadata.get(_EPOCH_KEY, checkpoint.epoch)
         model._initial_epoch = int(epoch)
         self._epoch = int(epoch)
@@ -188,9 +190,13 @@ class KerasModelSerializer:
         """``model.save`` into the staging directory (``.keras`` files are zips that seek)."""
         state.save(str(tx.path / "model.keras"))
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
-        """``keras.saving.load_model`` (``safe_mode`` stays on unless passed)."""
-        return keras.saving.load_model(str(checkpoint.path / _one(checkpoint, ".keras")), **kwargs)
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
+        """``keras.saving.load_model`` (``safe_mode`` stays on unless passed) of ``model.keras``.
+
+        A checkpoint written otherwise may hold one ``.keras`` file of another name; several of them,
+        none named ``model.keras``, are refused (``SerializerError``) rather than guessed between.
+        """
+        return keras.saving.load_model(str(files.local_file(_one(files, ".keras", "model.keras"))), **kwargs)
 
 
 class KerasWeightsSerializer:
@@ -206,17 +212,26 @@ class KerasWeightsSerializer:
         """``model.save_weights``."""
         state.save_weights(str(tx.path / "model.weights.h5"))
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
-        """Load into ``model`` (required) and return it."""
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
+        """Load ``model.weights.h5`` (or the checkpoint's only ``.weights.h5``) into ``model`` (required)."""
         model = kwargs.get("model")
         if model is None:
             raise InvalidArgumentError("keras_weights needs the model to fill: ck.load(model=model)")
-        model.load_weights(str(checkpoint.path / _one(checkpoint, ".weights.h5")))
+        model.load_weights(str(files.local_file(_one(files, ".weights.h5", "model.weights.h5"))))
         return model
 
 
-def _one(checkpoint: Checkpoint, suffix: str) -> str:
-    names = sorted(n for n in checkpoint.files if n.endswith(suffix))
+def _one(files: CheckpointFiles, suffix: str, preferred: str) -> str:
+    """The manifest-listed file to load: ``preferred`` if listed, else the only file ending in ``suffix``."""
+    if preferred in files:
+        return preferred
+    names = [n for n in files.names if n.endswith(suffix)]
     if not names:
-        raise InvalidArgumentError(f"epoch {checkpoint.epoch} holds no {suffix} file")
-    return names[-1]
+        raise InvalidArgumentError(f"epoch {files.epoch} holds no {suffix} file")
+    if len(names) > 1:
+        raise SerializerError(
+            f"epoch {files.epoch} holds {len(names)} {suffix} files ({', '.join(names[:5])}) and none is "
+            f"{preferred!r}; load the one you mean yourself: keras.saving.load_model(path) inside "
+            "'with ck.local_path() as folder:'"
+        )
+    return names[0]

@@ -27,7 +27,7 @@ from .. import keep as keep_policies
 from ..errors import CheckpointNotFoundError, InvalidArgumentError
 from ..policies import SaveRules, decide_save, resolve_mode
 from ..store import CheckpointStore, open_store
-from . import finite_scalars, restart_folder
+from . import finite_scalars, restart_files
 
 __all__ = ["StoreCheckpoint", "resume_path"]
 
@@ -130,6 +130,10 @@ def resume_path(store: CheckpointStore | str | os.PathLike[str], **open_options:
 
     Yields None on a store with no checkpoint (so ``fit`` starts from scratch). On object stores the
     checkpoint is downloaded (verified) for the duration of the block.
+
+    Raises:
+        IncompleteCheckpointError: the checkpoint's manifest does not list ``model.ckpt``.
+        UnsafeEntryError: ``model.ckpt`` is a symlink or a special file.
     """
-    with restart_folder(store, **open_options) as path:
-        yield None if path is None else str(path / CKPT_FILE)
+    with restart_files(store, **open_options) as files:
+        yield None if files is None else str(files.local_file(CKPT_FILE))

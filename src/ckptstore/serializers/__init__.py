@@ -4,8 +4,11 @@ ckptstore does not serialize models itself; a serializer adapts a framework's ow
 found by name in a registry, imports its framework lazily (so ``import ckptstore`` never imports
 torch), and writes through :meth:`SaveTransaction.open` so every byte is hashed as it is written.
 ``pickle`` exists but is never chosen implicitly: loading pickle runs code, so it must be named.
+Loading gets a :class:`CheckpointFiles`, not the checkpoint's folder: it opens only the files the
+manifest lists, so a name in a serializer's own index can never reach outside the checkpoint.
 """
 
+from ._reader import CheckpointFiles
 from ._registry import Serializer, get_serializer, register_serializer, serializer_names
 
-__all__ = ["Serializer", "get_serializer", "register_serializer", "serializer_names"]
+__all__ = ["CheckpointFiles", "Serializer", "get_serializer", "register_serializer", "serializer_names"]

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..errors import BackendUnavailableError, InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..store import SaveTransaction
+    from ._reader import CheckpointFiles
 
 __all__ = ["Serializer", "get_serializer", "register_serializer", "serializer_names"]
 
@@ -33,8 +33,13 @@ class Serializer(Protocol):
         """Write ``state`` into the transaction (through ``tx.open`` or into ``tx.path``)."""
         ...
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
-        """Read the state back from a committed (and already verified) checkpoint."""
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
+        """Read the state back from a committed (and, unless ``load(verify=False)``, verified) checkpoint.
+
+        ``files`` opens only the files the manifest lists (``files.open``, ``files.read_bytes``,
+        ``files.local_file`` for libraries that need a path); a name read from the serializer's own
+        index goes through the same checks, so it can never reach outside the checkpoint.
+        """
         ...
 
 

@@ -11,12 +11,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, SerializerError
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..store import SaveTransaction
+    from ._reader import CheckpointFiles
 
 __all__ = ["NumpySerializer", "write_npy"]
 
@@ -46,6 +46,10 @@ class NumpySerializer:
     A single array becomes ``array.npy``. A mapping becomes ``arrays/00000.npy``, ... plus
     ``arrays.json``, which maps the (arbitrary) keys to file names, so keys need not be valid
     file names. ``load(mmap_mode="r")`` memory-maps the arrays instead of reading them.
+
+    ``arrays.json`` is untrusted on load: each name in it must be a file the manifest lists
+    (``UnsafePathError`` for a name that would leave the checkpoint, ``IncompleteCheckpointError``
+    for one the manifest does not list).
     """
 
     name = "numpy"
@@ -72,12 +76,20 @@ class NumpySerializer:
             with tx.open("array.npy") as f:
                 write_npy(f, np.asarray(state))
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
         np = require("numpy", "numpy")
         mmap_mode = kwargs.get("mmap_mode")
-        base = checkpoint.path
-        if _INDEX in checkpoint.files:
-            index = json.loads(checkpoint.read_bytes(_INDEX))
-            return {key: np.load(base / name, allow_pickle=False, mmap_mode=mmap_mode) for key, name in index.items()}
-        return np.load(base / "array.npy", allow_pickle=False, mmap_mode=mmap_mode)
+
+        def read(name: str, named_by: str | None = None) -> Any:
+            if mmap_mode:  # a memory map needs a path
+                return np.load(files.local_file(name, named_by=named_by), allow_pickle=False, mmap_mode=mmap_mode)
+            with files.open(name, named_by=named_by) as f:
+                return np.load(f, allow_pickle=False)
+
+        if _INDEX not in files:
+            return read("array.npy")
+        index = json.loads(files.read_bytes(_INDEX))
+        if not isinstance(index, dict) or not all(isinstance(v, str) for v in index.values()):
+            raise SerializerError(f"{_INDEX} in epoch {files.epoch} must map each key to a file name")
+        return {key: read(name, _INDEX) for key, name in index.items()}

@@ -4,18 +4,24 @@ The arrays go into ``arrays.safetensors`` when safetensors is installed (``array
 read back with ``allow_pickle=False``); the tree's shape goes into ``tree.json``: dicts, lists and
 tuples as JSON, leaves as references to arrays or as plain JSON scalars. Loading never runs code.
 With JAX installed, arrays come back as ``jax.Array`` (``as_jax=False`` for numpy).
+
+``tree.json`` is untrusted on load: an array it names must be in the arrays file
+(``IncompleteCheckpointError`` otherwise), the arrays file must be one the manifest lists, and any
+other malformed record is a :class:`~ckptstore.errors.SerializerError` naming ``tree.json``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import IncompleteCheckpointError, SerializerError
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..store import SaveTransaction
+    from ._reader import CheckpointFiles
 
 __all__ = ["PytreeSerializer"]
 
@@ -41,17 +47,17 @@ def _encode(node: Any, arrays: dict[str, Any], np: Any) -> Any:
     raise TypeError(f"cannot store a {type(node).__name__} in a pytree checkpoint (arrays, dicts, lists, scalars)")
 
 
-def _decode(node: Any, arrays: dict[str, Any], convert: Any) -> Any:
+def _decode(node: Any, array: Callable[[object], Any]) -> Any:
     if isinstance(node, dict):
         if "__array__" in node:
-            return convert(arrays[node["__array__"]])
-        if "__dict__" in node:
-            return {k: _decode(v, arrays, convert) for k, v in node["__dict__"].items()}
-        if "__tuple__" in node:
-            return tuple(_decode(v, arrays, convert) for v in node["__tuple__"])
-        if "__list__" in node:
-            return [_decode(v, arrays, convert) for v in node["__list__"]]
-        raise ValueError(f"unknown pytree node {sorted(node)}")
+            return array(node["__array__"])
+        if isinstance(node.get("__dict__"), dict):
+            return {k: _decode(v, array) for k, v in node["__dict__"].items()}
+        if isinstance(node.get("__tuple__"), list):
+            return tuple(_decode(v, array) for v in node["__tuple__"])
+        if isinstance(node.get("__list__"), list):
+            return [_decode(v, array) for v in node["__list__"]]
+        raise SerializerError(f"{_TREE} holds an unknown pytree node {sorted(node)[:5]}")
     return node
 
 
@@ -85,16 +91,23 @@ class PytreeSerializer:
         with tx.open(_TREE, "w") as f:
             f.write(json.dumps({"format": "ckptstore.pytree", "version": 1, "arrays": layout, "tree": tree}))
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """Rebuild the tree; ``as_jax`` (default True when JAX is installed) returns jax arrays."""
         np = require("numpy", "numpy")
-        record = json.loads(checkpoint.read_bytes(_TREE))
-        if record.get("arrays") == "safetensors":
+        record = json.loads(files.read_bytes(_TREE))
+        layout = record.get("arrays") if isinstance(record, dict) else None
+        if layout not in ("safetensors", "npz") or "tree" not in record:
+            raise SerializerError(
+                f"{_TREE} in epoch {files.epoch} is not a pytree record (its 'arrays' must be 'safetensors' or 'npz')"
+            )
+        if layout == "safetensors":
             from safetensors.numpy import load as st_load
 
-            arrays = dict(st_load(checkpoint.read_bytes(_SAFETENSORS)))
+            source = _SAFETENSORS
+            arrays = dict(st_load(files.read_bytes(source, named_by=_TREE)))
         else:
-            with np.load(checkpoint.path / _NPZ, allow_pickle=False) as data:
+            source = _NPZ
+            with files.open(source, named_by=_TREE) as f, np.load(f, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         convert: Any = lambda a: a  # noqa: E731
         if kwargs.get("as_jax", True):
@@ -104,4 +117,14 @@ class PytreeSerializer:
                 pass
             else:
                 convert = jnp.asarray
-        return _decode(record["tree"], arrays, convert)
+
+        def array(name: object) -> Any:
+            if not isinstance(name, str):
+                raise SerializerError(f"{_TREE} in epoch {files.epoch} names an array by {name!r}, not a string")
+            if name not in arrays:
+                raise IncompleteCheckpointError(
+                    f"{_TREE} in epoch {files.epoch} names array {name!r}, which {source} does not hold"
+                )
+            return convert(arrays[name])
+
+        return _decode(record["tree"], array)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..store import SaveTransaction
+    from ._reader import CheckpointFiles
 
 __all__ = ["JsonSerializer", "PickleSerializer", "RawSerializer"]
 
@@ -41,12 +41,12 @@ class RawSerializer:
             with tx.open(name) as f:
                 f.write(data)
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
-        files = {name: checkpoint.read_bytes(name) for name in checkpoint.files}
-        if list(files) == ["data.bin"]:
-            return files["data.bin"]
-        return files
+        contents = {name: files.read_bytes(name) for name in files.names}
+        if list(contents) == ["data.bin"]:
+            return contents["data.bin"]
+        return contents
 
 
 class JsonSerializer:
@@ -67,9 +67,9 @@ class JsonSerializer:
         with tx.open("state.json") as f:
             f.write(text.encode())
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
-        return json.loads(checkpoint.read_bytes("state.json"))
+        return json.loads(files.read_bytes("state.json"))
 
 
 class PickleSerializer:
@@ -90,7 +90,7 @@ class PickleSerializer:
         with tx.open("state.pkl") as f:
             pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
-        with checkpoint.open("state.pkl") as f:
+        with files.open("state.pkl") as f:
             return pickle.load(f)

@@ -9,8 +9,8 @@ from ..errors import InvalidArgumentError
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..store import SaveTransaction
+    from ._reader import CheckpointFiles
 
 __all__ = ["SafetensorsSerializer"]
 
@@ -46,10 +46,10 @@ class SafetensorsSerializer:
         with tx.open(_FILE) as f:
             f.write(data)
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
         safetensors = require("safetensors", "safetensors")
-        path = checkpoint.path / _FILE
+        path = files.local_file(_FILE)  # memory-mapped by safetensors
         framework = kwargs.get("framework")
         if framework is None:
             with safetensors.safe_open(str(path), framework="np") as f:

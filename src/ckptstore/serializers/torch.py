@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..store import SaveTransaction
+    from ._reader import CheckpointFiles
 
 __all__ = ["TorchSerializer"]
 
@@ -32,11 +32,11 @@ class TorchSerializer:
         with tx.open("state.pt") as f:
             torch.save(state, f)
 
-    def load(self, checkpoint: Checkpoint, **kwargs: Any) -> Any:
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
         torch = require("torch", "torch")
         return torch.load(
-            checkpoint.path / "state.pt",
+            files.local_file("state.pt"),
             map_location=kwargs.get("map_location", "cpu"),
             weights_only=kwargs.get("weights_only", True),
         )
