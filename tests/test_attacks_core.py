@@ -312,3 +312,40 @@ def test_a_writer_clock_a_year_ahead_never_changes_latest_or_restart(tmp_path: P
         """
     )
     assert run_child(code, check=True).stdout.split() == ["3", "3", "3"]
+
+
+# -- user-editable records that overflow or nest too deep -----------------------------------------------
+def test_an_out_of_range_evaluation_value_never_breaks_listing(tmp_path: Path) -> None:
+    store = ckptstore.open(tmp_path / "store")
+    save_bytes(store, 1)
+    save_bytes(store, 2)
+    store.get(1).add_metadata({"evaluation": {"acc": 10**400}})  # valid JSON, no float can hold it
+    store.get(2).add_metadata({"evaluation": {"acc": 0.5}})
+    assert [c.epoch for c in store.list(sort_by="acc")] == [2, 1]  # 1 has no usable value: last
+    assert store.best(metric="acc").epoch == 2
+
+
+def test_a_deeply_nested_metadata_file_is_a_typed_error(tmp_path: Path) -> None:
+    store = ckptstore.open(tmp_path / "store")
+    save_bytes(store, 1)
+    (tmp_path / "store" / "epochs" / "00000001" / "METADATA.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ckptstore.ManifestError, match="METADATA.json"):
+        _ = store.get(1).metadata
+
+
+def test_a_symlinked_epoch_folder_is_reported_and_restart_falls_back_past_it(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = ckptstore.open(root)
+    for epoch in (1, 2):
+        save_bytes(store, epoch, f"payload{epoch}".encode())
+    outside = tmp_path / "outside"
+    os.rename(root / "epochs" / "00000002", outside)  # someone put epoch 2 elsewhere and linked it back
+    os.symlink(outside, root / "epochs" / "00000002")
+    store.reindex()
+    assert store.epochs() == [1]  # listed as not a checkpoint, the rest lists
+    with pytest.raises(ckptstore.UnexpectedFileError, match="00000002"):
+        store.get(2)
+    chosen = ckptstore.open(root).restart()
+    assert chosen is not None and chosen.epoch == 1
+    assert (outside / "model.bin").read_bytes() == b"payload2"  # never moved, read or deleted through
+    assert os.path.islink(root / "epochs" / "00000002")

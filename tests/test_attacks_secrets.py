@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 import ckptstore
+from ckptstore._redact import exception_chain
 from ckptstore.cli import cli
 from tests.conftest import save_bytes, snapshot
 
@@ -41,17 +42,7 @@ def _closed_port() -> int:
 
 def _chain_texts(exc: BaseException) -> list[str]:
     """str() and repr() of the error and of everything in its __cause__ / __context__ chain."""
-    texts: list[str] = []
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), type(current).__name__]
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    return texts
+    return [t for e in exception_chain(exc) for t in (str(e), repr(e), type(e).__name__)]
 
 
 def _assert_hidden(secret: str, texts: list[str]) -> None:

@@ -125,7 +125,7 @@ def open_regular(
 
 
 def regular_files(
-    base: Path, *, error: type[Exception] = UnsafeEntryError, why: str | None = None, skip: bool = False
+    base: str | Path, *, error: type[Exception] = UnsafeEntryError, why: str | None = None, skip: bool = False
 ) -> Iterator[os.DirEntry[str]]:
     """Every regular file below the directory ``base``, recursively; nothing is opened or followed.
 
@@ -141,7 +141,7 @@ def regular_files(
     Yields:
         The directory entry of each regular file (``entry.stat(follow_symlinks=False)`` for its size).
     """
-    pending = [base]
+    pending = [os.fspath(base)]
     while pending:
         folder = pending.pop()
         try:
@@ -155,7 +155,7 @@ def regular_files(
                 except FileNotFoundError:  # removed while listing
                     continue
                 if stat.S_ISDIR(mode):
-                    pending.append(Path(entry.path))
+                    pending.append(entry.path)
                 elif stat.S_ISREG(mode):
                     yield entry
                 elif not skip:

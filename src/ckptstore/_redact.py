@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -321,18 +321,27 @@ def scrub_exception(exc: BaseException) -> bool:
         True if nothing in the chain shows a secret any more.
     """
     clean = True
-    seen: set[int] = set()
     pending: list[BaseException] = [exc]
+    for current in _walk(pending):
+        clean = _scrub_one(current, pending) and clean  # it adds errors it finds in args to ``pending``
+    return clean
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything reachable through ``__cause__`` / ``__context__``, each once."""
+    return _walk([exc])
+
+
+def _walk(pending: list[BaseException]) -> Iterator[BaseException]:
+    """Drain ``pending`` (which may grow meanwhile), following each error's cause and context, once each."""
+    seen: set[int] = set()
     while pending:
         current = pending.pop()
         if id(current) in seen:
             continue
         seen.add(id(current))
-        clean = _scrub_one(current, pending) and clean
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                pending.append(linked)
-    return clean
+        yield current
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
 
 
 # -- logging ------------------------------------------------------------------------------------------

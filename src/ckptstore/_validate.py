@@ -415,7 +415,9 @@ class _IsReal:
 
 
 @attrs.frozen(repr=False)
-class _IsName:
+class _IsText:
+    """A non-empty string (or None when optional)."""
+
     optional: bool
 
     def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -425,33 +427,32 @@ class _IsName:
             raise InvalidArgumentTypeError(f"option {attribute.name} must be a string, got {_got(value)}")
         if not value.strip():
             raise InvalidArgumentError(f"option {attribute.name} must be a non-empty string, got {value!r}")
+        self._check(attribute.name, value)
+
+    def _check(self, name: str, value: str) -> None:
+        """Further rules of a subclass."""
+
+    def __repr__(self) -> str:
+        return f"<{self._kind} validator{' or None' if self.optional else ''}>"
+
+    _kind = "is_text"
+
+
+@attrs.frozen(repr=False)
+class _IsName(_IsText):
+    """A non-empty string that is safe in a record and a log line: no control characters, valid UTF-8."""
+
+    _kind = "is_name"
+
+    def _check(self, name: str, value: str) -> None:
         if _CONTROL.search(value):
             raise InvalidArgumentError(
-                f"option {attribute.name} must not contain line breaks or control characters, got {value!r}"
+                f"option {name} must not contain line breaks or control characters, got {value!r}"
             )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidArgumentError(f"option {attribute.name} must be valid UTF-8, got {value!r}") from None
-
-    def __repr__(self) -> str:
-        return f"<is_name validator{' or None' if self.optional else ''}>"
-
-
-@attrs.frozen(repr=False)
-class _IsText:
-    optional: bool
-
-    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None and self.optional:
-            return
-        if not isinstance(value, str):
-            raise InvalidArgumentTypeError(f"option {attribute.name} must be a string, got {_got(value)}")
-        if not value:
-            raise InvalidArgumentError(f"option {attribute.name} must be a non-empty string")
-
-    def __repr__(self) -> str:
-        return f"<is_text validator{' or None' if self.optional else ''}>"
+            raise InvalidArgumentError(f"option {name} must be valid UTF-8, got {value!r}") from None
 
 
 @attrs.frozen(repr=False)

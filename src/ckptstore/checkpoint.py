@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -148,7 +149,7 @@ class Checkpoint:
             return dict(self.manifest.metadata), None, False
         try:
             value = json.loads(current[0])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ManifestError(f"{self.url}/{METADATA_FILE} is not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise ManifestError(f"{self.url}/{METADATA_FILE} is not a JSON object")
@@ -192,7 +193,12 @@ class Checkpoint:
         if isinstance(evaluation, dict):
             for name, value in evaluation.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in merged:
-                    merged[name] = float(value)
+                    try:
+                        number = float(value)
+                    except OverflowError:
+                        continue  # METADATA.json is user-editable: an out-of-range value ranks nothing
+                    if math.isfinite(number):
+                        merged[name] = number
         return merged
 
     @property

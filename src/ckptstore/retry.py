@@ -66,19 +66,6 @@ _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestT
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 # Refused or missing credentials, by exception class name (botocore, google-auth, paramiko, ...) or by
 # the error code in the message.
-_AUTH_NAMES = {
-    "NoCredentialsError",
-    "PartialCredentialsError",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "ExpiredToken",
-    "InvalidToken",
-    "RefreshError",
-    "DefaultCredentialsError",
-    "MalformedError",
-    "AuthenticationException",
-}
 _AUTH_CODES = (
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -88,6 +75,13 @@ _AUTH_CODES = (
     "RefreshError",
     "DefaultCredentialsError",
 )
+_AUTH_NAMES = {
+    *_AUTH_CODES,
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "MalformedError",
+    "AuthenticationException",
+}
 _AUTH_STATUS = {401, 403}
 
 

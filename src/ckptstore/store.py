@@ -51,7 +51,7 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
-from ._nofollow import regular_files
+from ._nofollow import open_regular, regular_files
 from ._progress import ProgressOption, make_progress
 from ._redact import redact, redact_url, scrub_exception
 from ._validate import (
@@ -100,6 +100,7 @@ from .errors import (
     StoreNotFoundError,
     StoreNotWritableError,
     StoreUnavailableError,
+    UnexpectedFileError,
     UnsafeEntryError,
     UnsafePathError,
     VerificationError,
@@ -119,7 +120,6 @@ from .policies import (
     plan_gc,
     resolve_mode,
 )
-from .resolve import natural_key
 from .retry import RetryPolicy, describe_error, http_status, is_auth_failure, is_transient
 from .retry import call as retry_call
 from .serializers import Serializer, get_serializer
@@ -550,7 +550,9 @@ class CheckpointStore:
         where = f"{self.url}/{STORE_FILE}"
         for _attempt in range(_CAS_ATTEMPTS):
             recorded, recorded_mode = descriptor.get("monitor"), descriptor.get("mode")
-            if recorded is not None and (not isinstance(recorded, str) or not recorded or recorded_mode not in ("min", "max")):
+            if recorded is not None and (
+                not isinstance(recorded, str) or not recorded or recorded_mode not in ("min", "max")
+            ):
                 raise ManifestError(
                     f"{where}: 'monitor' must be a metric name and 'mode' 'min' or 'max' "
                     f"(found {recorded!r}, {recorded_mode!r}); fix or remove them"
@@ -583,12 +585,12 @@ class CheckpointStore:
             updated = {**descriptor, "monitor": self.config.monitor, "mode": self.config.resolved_mode}
             with _backend_errors(self._fs, f"record the monitor in {STORE_FILE}"), self._pointer_lock():
                 current = self._fs.read_versioned(STORE_FILE)
-                if current is not None and _parse_json(current[0]) == descriptor:
-                    if self._fs.write_if(STORE_FILE, json.dumps(updated, indent=1).encode(), current[1]):
-                        self._log("MONITOR", f"best is chosen by {updated['monitor']} ({updated['mode']})")
-                        return updated
                 if current is None:
                     raise StoreNotFoundError(f"{where} disappeared while the store was being opened")
+                unchanged = _parse_json(current[0]) == descriptor
+                if unchanged and self._fs.write_if(STORE_FILE, json.dumps(updated, indent=1).encode(), current[1]):
+                    self._log("MONITOR", f"best is chosen by {updated['monitor']} ({updated['mode']})")
+                    return updated
                 descriptor = _parse_json(current[0])  # another process recorded one first: check against it
         raise CommitFailedError(errno.EAGAIN, f"could not record the monitor in {where}: too many concurrent opens")
 
@@ -665,8 +667,9 @@ class CheckpointStore:
         if not (self.config.log_file and self._writable):
             return
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line = redact(f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}")  # secrets never reach the log
         with contextlib.suppress(Exception):  # best effort, and no retries: the log never delays a save
-            self._quick_fs.append_log(f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}", self._writer_id)
+            self._quick_fs.append_log(line, self._writer_id)
 
     def log(self) -> builtins.list[str]:
         """Return the store's log lines, oldest first (``ckpt.log``, or the ``log/`` objects)."""
@@ -1175,7 +1178,8 @@ class CheckpointStore:
         def upload(item: tuple[str, Path]) -> tuple[str, tuple[int, str]]:
             rel, path = item
             key = f"{prefix}/{rel}"
-            with open(path, "rb") as src:
+            fd, _ = open_regular(path, error=UnsafePathError, why="checkpoints hold regular files only")
+            with os.fdopen(fd, "rb") as src:
                 sink = self._fs.open_write(key)
                 try:
                     result = copy_hashing(src, sink, bar)
@@ -1471,9 +1475,7 @@ class CheckpointStore:
     ) -> dict[str, Any]:
         # Never add an entry for a checkpoint that is gone: gc may have deleted a commit before its writer
         # got here (under the lock locally, so this check is exact there).
-        additions = {
-            c.name: _index_entry(c, c._metadata) for c in add if self._fs.exists(f"{c.key}/{MANIFEST_FILE}")
-        }
+        additions = {c.name: _index_entry(c, c._metadata) for c in add if self._fs.exists(f"{c.key}/{MANIFEST_FILE}")}
         reasons = dict(remove) if isinstance(remove, Mapping) else dict.fromkeys(remove, "deleted")
         if prune:
             present = set(self._fs.listdir("epochs"))
@@ -1616,9 +1618,21 @@ class CheckpointStore:
                     unindexed.append(name)
                 else:
                     good.append(checkpoint)
-            raw = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in unindexed)
+            unsafe: dict[str, Exception] = {}
+            try:
+                raw = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in unindexed)
+            except UnsafeEntryError:  # a symlinked epoch folder among them: read one by one, report it
+                raw = {}
+                for name in unindexed:
+                    try:
+                        raw[f"epochs/{name}/{MANIFEST_FILE}"] = self._read_manifest_bytes(f"epochs/{name}")
+                    except UnexpectedFileError as exc:
+                        unsafe[f"epochs/{name}"] = exc
         for name in unindexed:
             key = f"epochs/{name}"
+            if key in unsafe:
+                bad.append((key, unsafe[key]))
+                continue
             data = raw.get(f"{key}/{MANIFEST_FILE}")
             if data is None:
                 if self._caps.atomic_rename:
@@ -1648,10 +1662,21 @@ class CheckpointStore:
             raise ManifestError(f"{where} says epoch {manifest.epoch}, but its folder is {key}")
         return manifest
 
+    def _read_manifest_bytes(self, key: str) -> bytes | None:
+        """The raw manifest of ``key``; None if absent; a symlinked entry is an ``UnexpectedFileError``."""
+        try:
+            return self._fs.read_bytes(f"{key}/{MANIFEST_FILE}")
+        except FileNotFoundError:
+            return None
+        except UnsafeEntryError as exc:
+            raise UnexpectedFileError(f"{self.url}/{key} is not a checkpoint: {exc}") from None
+
     def _read_manifest(self, key: str) -> Manifest:
         try:
             with _backend_errors(self._fs, f"read {key}"):
                 data = self._fs.read_bytes(f"{key}/{MANIFEST_FILE}")
+        except UnsafeEntryError as exc:  # a symlinked epoch folder: not a checkpoint this store vouches for
+            raise UnexpectedFileError(f"{self.url}/{key} is not a checkpoint: {exc}") from None
         except FileNotFoundError:
             if self._caps.atomic_rename and self._fs.exists(key):
                 raise ManifestError(f"{self.url}/{key} has no {MANIFEST_FILE}; it is not a checkpoint") from None
@@ -2016,7 +2041,10 @@ class CheckpointStore:
         if self._writable:
             with _backend_errors(self._fs, "retire corrupt checkpoints"), self._pointer_lock():
                 for key, _problem in failed:  # all newer than the chosen one, by construction
-                    self._retire(key, "corrupt")
+                    try:
+                        self._retire(key, "corrupt")
+                    except UnsafeEntryError as exc:  # a symlinked epoch: never moved or deleted through
+                        self._log("RETIRE", f"{key} left in place: {exc}", logging.WARNING)
                 if failed or self._read_pointer("last") != chosen.epoch:
                     self._write_pointer("last", chosen.epoch)
                 self._recompute_best()
@@ -2174,7 +2202,9 @@ class CheckpointStore:
                     if self._remove_leftover(rel):
                         self._log("GC", f"removed {rel} ({why})")
             decisions = [
-                d if d.action != "delete" or d.epoch in deleted else GcDecision(epoch=d.epoch, action="keep", reason="protected since the plan")
+                d
+                if d.action != "delete" or d.epoch in deleted
+                else GcDecision(epoch=d.epoch, action="keep", reason="protected since the plan")
                 for d in decisions
             ]
             return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=False)
@@ -2200,9 +2230,7 @@ class CheckpointStore:
             sign = 1 if self.mode == "min" else -1
             winner = min(scored, key=lambda c: (sign * c.metrics[monitor], c.epoch)).epoch
             protected.setdefault(winner, "best")  # even when the best pointer is stale or missing
-        return plan_gc(
-            infos, self._keep, run_id=self.run_id, protected=protected, monitor=monitor, mode=self.mode
-        )
+        return plan_gc(infos, self._keep, run_id=self.run_id, protected=protected, monitor=monitor, mode=self.mode)
 
     def _confirm(self, checkpoints: Iterable[Checkpoint]) -> dict[int, Checkpoint | None]:
         """Re-read each checkpoint from its own manifest; repair index entries that disagree with it.

@@ -21,7 +21,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -40,6 +40,19 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _replace_via_temp(dir_fd: int, name: str, make: Callable[[str], None]) -> None:
+    """Make a temporary entry with ``make(tmp)`` beside ``name``, ``os.replace`` it onto ``name``, fsync the folder."""
+    tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        make(tmp)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    _fsync_fd(dir_fd)
 
 
 def _fsync_fd(fd: int) -> None:
@@ -135,7 +148,7 @@ class LocalBackend(Backend):
         except ValueError:
             raise UnsafePathError(f"{path} is outside the store at {self.root}") from None
 
-    def _checked(self, rel: str, *, whole: bool = False) -> tuple[Path, os.stat_result | None]:
+    def _checked(self, rel: str, *, whole: bool = False) -> tuple[str, os.stat_result | None]:
         """``root/rel``, once ``lstat`` showed that no folder on the way to it is a symlink or special file.
 
         Args:
@@ -151,22 +164,25 @@ class LocalBackend(Backend):
             NotADirectoryError: a folder on the way is a file.
         """
         parts = self._parts(rel)
-        path = self.root
-        found: os.stat_result | None = os.stat(path) if whole and not parts else None
-        for i, part in enumerate(parts):
-            path = path / part
-            last = i == len(parts) - 1
-            if last and not whole:
-                break
+        root = os.fspath(self.root)
+        full = "/".join((root, *parts))
+        found: os.stat_result | None = os.stat(root) if whole and not parts else None
+        path = root
+        folders = len(parts) - 1
+        for i in range(len(parts) if whole else folders):
+            path = f"{path}/{parts[i]}"
             try:
                 found = os.lstat(path)
             except FileNotFoundError:
-                return self.root.joinpath(*parts), None  # nothing below a missing folder exists either
-            if kind(found.st_mode) is not None:
-                raise unsafe(path, found.st_mode)
-            if not last and not stat.S_ISDIR(found.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
-        return path, found
+                return full, None  # nothing below a missing folder exists either
+            mode = found.st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if kind(mode) is not None:
+                raise unsafe(path, mode)
+            if i < folders:
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        return full, found
 
     def _open(self, rel: str, flags: int) -> tuple[int, os.stat_result]:
         """Open the regular file ``rel`` (see :func:`~ckptstore._nofollow.open_regular`)."""
@@ -302,15 +318,7 @@ class LocalBackend(Backend):
         folder, name = self._split(rel)
         with self._folder(folder, create=True) as dir_fd:
             self._refuse_unsafe(dir_fd, name, self.root / rel)
-            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
-            try:
-                self._write_new(tmp, data, dir_fd=dir_fd)
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                raise
-            _fsync_fd(dir_fd)
+            _replace_via_temp(dir_fd, name, lambda tmp: self._write_new(tmp, data, dir_fd=dir_fd))
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` only if it does not exist; the file appears whole or not at all.
@@ -362,8 +370,8 @@ class LocalBackend(Backend):
     def read_bytes(self, rel: str) -> bytes:
         """Return the content of ``rel``; a symlink or special file is refused without being opened."""
         fd, _ = self._open(rel, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            return f.readall()
 
     def replace_symlink(self, rel: str, target: str) -> None:
         """Point the symlink ``rel`` at ``target`` atomically (temp link + ``os.replace``).
@@ -378,15 +386,7 @@ class LocalBackend(Backend):
                 mode = os.lstat(name, dir_fd=dir_fd).st_mode
                 if not stat.S_ISLNK(mode):
                     raise self._not_our_link(rel, mode)
-            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
-            os.symlink(target, tmp, dir_fd=dir_fd)
-            try:
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                raise
-            _fsync_fd(dir_fd)
+            _replace_via_temp(dir_fd, name, lambda tmp: os.symlink(target, tmp, dir_fd=dir_fd))
 
     def remove_symlink(self, rel: str) -> None:
         """Remove the symlink ``rel`` (no error if absent); never a file or folder found there.
@@ -472,8 +472,8 @@ class LocalBackend(Backend):
             fd, st = self._open(key, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        with os.fdopen(fd, "rb") as f:
-            return f.read(), f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            return f.readall(), f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
 
     def write_if(self, key: str, data: bytes, version: str | None) -> bool:
         """Create-only (``version`` None) or replace if unchanged; callers hold :meth:`lock`."""
@@ -514,9 +514,10 @@ class LocalBackend(Backend):
         if found is None or not stat.S_ISDIR(found.st_mode):
             return {}
         sizes: dict[str, int] = {}
+        cut = len(base) + 1
         for entry in regular_files(base):
             with contextlib.suppress(FileNotFoundError):
-                sizes[Path(entry.path).relative_to(base).as_posix()] = entry.stat(follow_symlinks=False).st_size
+                sizes[entry.path[cut:]] = entry.stat(follow_symlinks=False).st_size
         return sizes
 
     def stat_files(self, prefix: str) -> dict[str, tuple[int, int]]:
@@ -529,10 +530,11 @@ class LocalBackend(Backend):
         if found is None or not stat.S_ISDIR(found.st_mode):
             return {}
         stats: dict[str, tuple[int, int]] = {}
+        cut = len(base) + 1
         for entry in regular_files(base, skip=True):
             with contextlib.suppress(FileNotFoundError):
                 st = entry.stat(follow_symlinks=False)
-                stats[Path(entry.path).relative_to(base).as_posix()] = (st.st_size, st.st_mtime_ns)
+                stats[entry.path[cut:]] = (st.st_size, st.st_mtime_ns)
         return stats
 
     def mtime_ns(self, key: str) -> int:
