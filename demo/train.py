@@ -117,7 +117,7 @@ def main() -> int:
     if finished.returncode != 0:
         return finished.returncode
     store = ckptstore.open(args.store, monitor="val_loss")
-    print("\n== checkpoints (keep policy: 3 newest + best + last)")
+    print("\n== checkpoints (keep policy: 3 newest + best + last + the epoch the run resumed from)")
     print(store.table())
     best, last = store.best(), store.latest()
     print(f"\nbest: epoch {best.epoch} val_loss={best.metrics['val_loss']:.4f}  last: epoch {last.epoch}")
