@@ -34,7 +34,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -51,9 +50,12 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
+from ._boundary import backend_errors as _backend_errors
+from ._boundary import parse_json as _parse_json
+from ._boundary import pid_alive as _pid_alive
 from ._nofollow import open_regular, regular_files
 from ._progress import ProgressOption, make_progress
-from ._redact import redact, redact_url, scrub_exception
+from ._redact import redact, redact_url
 from ._validate import (
     RESERVED_NAMES,
     check_count,
@@ -67,7 +69,6 @@ from ._validate import (
     check_portable_name,
     check_relpath,
     clash_message,
-    escape_log_text,
     is_bool,
     is_choice,
     is_instance,
@@ -85,7 +86,6 @@ from .backends.retrying import RetryingBackend
 from .checkpoint import EVALUATION_KEY, MANIFEST_FILE, METADATA_FILE, TRANSFER_THREADS, Checkpoint
 from .checksum import HashingStream, HashingWriter, copy_hashing, hash_and_sync
 from .errors import (
-    BackendAuthError,
     CheckpointNotFoundError,
     CkptStoreError,
     CommitConflictError,
@@ -107,6 +107,7 @@ from .errors import (
 )
 from .find import FileMatch, latest_match, value_match
 from .manifest import MAX_EPOCH, MAX_TIME_NS, FileEntry, Manifest, check_descriptor
+from .oplog import HOST, OpLog, fmt_metrics, human, render_table, stats_text
 from .policies import (
     CheckpointInfo,
     GcDecision,
@@ -120,7 +121,7 @@ from .policies import (
     plan_gc,
     resolve_mode,
 )
-from .retry import RetryPolicy, describe_error, http_status, is_auth_failure, is_transient
+from .retry import RetryPolicy
 from .retry import call as retry_call
 from .serializers import Serializer, get_serializer
 
@@ -139,7 +140,8 @@ _POINTER_NAMES = ("best", "last")
 _INTERNAL_FOLDERS = frozenset({"work", "trash", "retired", "pointers", "pins", "log", "probe"})
 _INTERNAL_FILES = frozenset({STORE_FILE, INDEX_FILE, "ckpt.log"})
 _CAS_ATTEMPTS = 50
-_HOST = socket.gethostname()
+_human = human  # the CLI's import, until it imports ckptstore.oplog itself
+_HOST = HOST  # claims and staging folders record it (tests pose as another host by changing it)
 
 
 @attrs.frozen(kw_only=True)
@@ -445,6 +447,14 @@ class CheckpointStore:
         self._stats = {"saved": 0, "bytes": 0, "seconds": 0.0, "skipped": 0, "deleted": 0}
         self._writable = True
         self._probed = False
+        self._oplog = OpLog(
+            self._fs,
+            self._quick_fs,
+            self.url,
+            self._writer_id,
+            enabled=self.config.log_file,
+            writable=lambda: self._writable,
+        )
         self._descriptor = self._open_or_create(create)
         self.single_writer = not self._caps.create_only
         self.width: int = self._descriptor["width"]
@@ -661,20 +671,11 @@ class CheckpointStore:
 
     # -- logging ------------------------------------------------------------------------------------
     def _log(self, event: str, message: str, level: int = logging.INFO) -> None:
-        # One event per line: user strings (metric and file names, reasons) cannot break the line.
-        event, message = escape_log_text(event), escape_log_text(message)
-        logger.log(level, "%s %s: %s", escape_log_text(self.url), event, message)
-        if not (self.config.log_file and self._writable):
-            return
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        line = redact(f"{stamp} {_HOST}:{os.getpid()} {event:<8} {message}")  # secrets never reach the log
-        with contextlib.suppress(Exception):  # best effort, and no retries: the log never delays a save
-            self._quick_fs.append_log(line, self._writer_id)
+        self._oplog(event, message, level)
 
     def log(self) -> builtins.list[str]:
         """Return the store's log lines, oldest first (``ckpt.log``, or the ``log/`` objects)."""
-        with _backend_errors(self._fs, "read the log"):
-            return self._fs.read_log()
+        return self._oplog.lines()
 
     # -- background commits -------------------------------------------------------------------------
     def _raise_background_error(self) -> None:
@@ -1063,8 +1064,8 @@ class CheckpointStore:
         self._stats["seconds"] += elapsed
         self._log(
             "COMMIT",
-            f"epoch={tx.epoch} files={len(manifest.files)} size={_human(size)} "
-            f"in {elapsed:.3f}s ({rate:.0f} MB/s commit) {_fmt_metrics(manifest.metrics)}",
+            f"epoch={tx.epoch} files={len(manifest.files)} size={human(size)} "
+            f"in {elapsed:.3f}s ({rate:.0f} MB/s commit) {fmt_metrics(manifest.metrics)}",
         )
         try:
             self._after_commit(checkpoint, tx.decision)
@@ -2433,51 +2434,17 @@ class CheckpointStore:
             "this_process": dict(self._stats),
         }
         if file is not None:
-            stats = self._stats
-            rate = stats["bytes"] / stats["seconds"] / 1e6 if stats["seconds"] else 0.0
-            print(
-                f"ckptstore {self.url}: {summary['checkpoints']} checkpoint(s), {_human(summary['total_size'])}; "
-                f"last={summary['last']} best={summary['best']} pinned={summary['pinned']}\n"
-                f"this process: saved {stats['saved']} ({_human(int(stats['bytes']))}, {stats['seconds']:.2f}s, "
-                f"{rate:.0f} MB/s), skipped {stats['skipped']}, deleted {stats['deleted']}",
-                file=file,
-            )
+            print(stats_text(self.url, summary, self._stats), file=file)
         return summary
 
     def table(self) -> str:
         """A plain-text table of every checkpoint with best, last and pinned marked."""
-        checkpoints = self.list(sort_by="epoch")
-        last, best, pins = (
-            self._read_pointer("last"),
-            self._read_pointer("best"),
-            set(self.pinned()),
+        return render_table(
+            self.list(sort_by="epoch"),
+            last=self._read_pointer("last"),
+            best=self._read_pointer("best"),
+            pins=self.pinned(),
         )
-        metric_names = sorted({m for c in checkpoints for m in c.metrics})
-        header = ["epoch", "committed (UTC)", "size", *metric_names, "marks"]
-        rows = [header]
-        for c in checkpoints:
-            marks = [
-                m
-                for m, on in (
-                    ("best", c.epoch == best),
-                    ("last", c.epoch == last),
-                    ("pinned", c.epoch in pins),
-                )
-                if on
-            ]
-            rows.append(
-                [
-                    str(c.epoch),
-                    c.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    _human(c.size),
-                    *(f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in metric_names),
-                    ",".join(marks),
-                ]
-            )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
 
 
 def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Checkpoint:
@@ -2488,15 +2455,6 @@ def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Chec
     """
     sign = 1 if mode == "min" else -1
     return min(scored, key=lambda c: (sign * c.all_metrics[metric], c.epoch))
-
-
-def _parse_json(raw: bytes) -> dict[str, Any]:
-    """A JSON object from ``raw``, or {} when it is not one (records are caches or hints)."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _tail(key: str) -> str:
@@ -2549,63 +2507,6 @@ def _index_entry(checkpoint: Checkpoint, metadata: Mapping[str, Any] | None) -> 
     }
 
 
-_AUTH_HINTS = {
-    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
-    "storage_options={'key': ..., 'secret': ...} (S3-compatible servers also need "
-    "storage_options={'endpoint_url': ...} or AWS_ENDPOINT_URL)",
-    "gs": "set GOOGLE_APPLICATION_CREDENTIALS, or pass storage_options={'token': ...} ('anon' for a local emulator)",
-}
-
-
-def _auth_problem(exc: BaseException) -> bool:
-    """True if ``exc`` says the backend refused the credentials or found none."""
-    return is_auth_failure(exc)
-
-
-@contextlib.contextmanager
-def _backend_errors(backend: Backend, doing: str) -> Iterator[None]:
-    """Type a backend failure, and keep the secrets out of it.
-
-    Every error that passes is first scrubbed of secrets in place, its cause chain included. Refused
-    credentials become :class:`BackendAuthError` (naming the fix), an outage that escaped the retries
-    :class:`StoreUnavailableError`, a read-only file system or a server that refuses writes
-    :class:`StoreNotWritableError`, a request the client library refused as malformed
-    :class:`InvalidArgumentError`. Typed errors and ``FileNotFoundError`` pass on (scrubbed).
-    """
-    try:
-        yield
-    except Exception as exc:
-        scrub_exception(exc)
-        if isinstance(exc, (CkptStoreError, FileNotFoundError)):
-            raise
-        url, what = redact_url(backend.url), describe_error(exc)
-        if is_transient(exc):  # what escaped the retries (a stream that broke half-way)
-            raise StoreUnavailableError(f"{url}: could not {doing}: the backend stopped answering ({what})") from exc
-        if _auth_problem(exc):
-            scheme = "gs" if backend.scheme in ("gs", "gcs") else backend.scheme
-            hint = _AUTH_HINTS.get(scheme, "check the credentials in storage_options")
-            raise BackendAuthError(
-                f"{url}: could not {doing}: the {backend.scheme} backend refused the credentials "
-                f"or found none ({type(exc).__name__}); {hint}"
-            ) from None
-        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
-            raise StoreNotWritableError(
-                f"{url}: could not {doing}: {exc.filename or 'the store'} is on a read-only file system; "
-                "open an existing store there with create=False to read it, or write to a writable place"
-            ) from None
-        status = http_status(exc)
-        if status in (405, 501):
-            raise StoreNotWritableError(
-                f"{url}: could not {doing}: the {backend.scheme} server does not accept writes ({what}); "
-                "a store served there can only be read: open an existing one with create=False"
-            ) from None
-        if type(exc).__name__ == "ParamValidationError":
-            raise InvalidArgumentError(
-                f"{url}: could not {doing}: the {backend.scheme} client refused the request as malformed ({what})"
-            ) from None
-        raise
-
-
 _CLAIMS_LOCK = threading.Lock()
 _CLAIMING: weakref.WeakSet[SaveTransaction] = weakref.WeakSet()
 """Transactions of this process that hold (or held) a claim; a claim is in flight while ``_claimed``."""
@@ -2615,29 +2516,6 @@ def _claim_in_flight(writer: object, epoch: object) -> bool:
     """True if a save of this process still holds the claim of ``writer`` on ``epoch``."""
     with _CLAIMS_LOCK:
         return any(t._claimed and t._store._writer_id == writer and t.epoch == epoch for t in list(_CLAIMING))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
-
-
-def _fmt_metrics(metrics: Mapping[str, float]) -> str:
-    return " ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items()))
 
 
 def _framework_versions() -> dict[str, str]:
