@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import keep
+from ._version import __version__
 from .checkpoint import Checkpoint
 from .errors import (
     BackendAuthError,

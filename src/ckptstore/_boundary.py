@@ -27,7 +27,10 @@ from .errors import (
 )
 from .retry import describe_error, http_status, is_auth_failure, is_transient
 
-__all__ = ["backend_errors", "parse_json", "pid_alive"]
+__all__ = ["CAS_ATTEMPTS", "backend_errors", "parse_json", "pid_alive"]
+
+CAS_ATTEMPTS = 50
+"""How often a compare-and-swap of a shared record (pointer, index, claim, metadata) is retried."""
 
 
 _AUTH_HINTS = {

@@ -16,10 +16,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import xxhash
 
@@ -44,9 +44,9 @@ from .serializers import CheckpointFiles, Serializer, get_serializer
 from .serializers._reader import checkpoint_files
 
 if TYPE_CHECKING:
-    from .store import CheckpointStore
+    from .backends.base import Backend
 
-__all__ = ["EVALUATION_KEY", "METADATA_FILE", "Checkpoint"]
+__all__ = ["EVALUATION_KEY", "METADATA_FILE", "Checkpoint", "CheckpointSource"]
 
 MANIFEST_FILE = "MANIFEST.json"
 METADATA_FILE = "METADATA.json"
@@ -55,6 +55,28 @@ EVALUATION_KEY = "evaluation"
 _UNIX_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 TRANSFER_THREADS = 4
 """Files copied at once by downloads and uploads (each buffers at most one part)."""
+
+
+class CheckpointSource(Protocol):
+    """What a checkpoint needs of the store it came from (a :class:`~ckptstore.CheckpointStore` has this shape).
+
+    The backend to read its files from, the store's URL for messages, and the one write a checkpoint
+    asks for: a compare-and-swapped change of its ``METADATA.json`` (the store keeps its index in step).
+    """
+
+    @property
+    def backend(self) -> Backend:
+        """The storage backend the checkpoint's files are read from."""
+        ...
+
+    @property
+    def url(self) -> str:
+        """The store's root as a URL (redacted), the prefix of every checkpoint's URL."""
+        ...
+
+    def _update_metadata(
+        self, checkpoint: Checkpoint, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
+    ) -> dict[str, Any]: ...
 
 
 class Checkpoint:
@@ -69,13 +91,13 @@ class Checkpoint:
 
     def __init__(
         self,
-        store: CheckpointStore,
+        source: CheckpointSource,
         key: str,
         manifest: Manifest,
         *,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._store = store
+        self._source = source
         self.key = key
         self.manifest = manifest
         self._metadata = metadata  # as recorded in index.json when listed from it; None: read on demand
@@ -88,7 +110,7 @@ class Checkpoint:
             InvalidArgumentError: the store is not on a local filesystem; use :meth:`local_path`
                 or :meth:`download`.
         """
-        local = self._store._fs.local_path(self.key)
+        local = self._source.backend.local_path(self.key)
         if local is None:
             raise InvalidArgumentError(
                 f"{self.url} is not on a local filesystem; use 'with ck.local_path() as path:' or ck.download(dest)"
@@ -144,7 +166,7 @@ class Checkpoint:
     def _read_metadata(self) -> tuple[dict[str, Any], str | None, bool]:
         """The metadata, the version of ``METADATA.json`` (for compare-and-swap), and whether it exists."""
         key = f"{self.key}/{METADATA_FILE}"
-        current = self._store._fs.read_versioned(key)
+        current = self._source.backend.read_versioned(key)
         if current is None:
             return dict(self.manifest.metadata), None, False
         try:
@@ -169,7 +191,7 @@ class Checkpoint:
             InvalidArgumentError: ``values`` is not a JSON-serializable dict.
         """
         clean = check_metadata(values)
-        return self._store._update_metadata(self, lambda current: {**current, **clean}, f"set {sorted(clean)}")
+        return self._source._update_metadata(self, lambda current: {**current, **clean}, f"set {sorted(clean)}")
 
     def remove_metadata(self, keys: Iterable[str]) -> dict[str, Any]:
         """Remove top-level keys (and everything beneath them); absent keys are ignored.
@@ -180,7 +202,7 @@ class Checkpoint:
         if isinstance(keys, str):
             raise InvalidArgumentError("remove_metadata takes a list of keys, e.g. ['metrics']")
         names = [str(k) for k in keys]
-        return self._store._update_metadata(
+        return self._source._update_metadata(
             self, lambda current: {k: v for k, v in current.items() if k not in names}, f"removed {sorted(names)}"
         )
 
@@ -229,7 +251,7 @@ class Checkpoint:
     @property
     def url(self) -> str:
         """The checkpoint's location as a URL."""
-        return f"{self._store.url}/{self.key}"
+        return f"{self._source.url}/{self.key}"
 
     # -- reading files -------------------------------------------------------------------------------
     def _file_key(self, name: str) -> str:
@@ -255,7 +277,7 @@ class Checkpoint:
         """
         if mode not in ("rb", "r"):
             raise InvalidArgumentError(f"checkpoints are read-only; mode must be 'rb' or 'r', got {mode!r}")
-        stream = self._store._fs.open_read(self._file_key(name))
+        stream = self._source.backend.open_read(self._file_key(name))
         if mode == "r":
             import io
 
@@ -276,7 +298,7 @@ class Checkpoint:
             ChecksumMismatchError: ``verify`` and the content differs from the manifest.
         """
         entry = self._entry(name)
-        data = self._store._fs.read_bytes(f"{self.key}/{entry.path}")
+        data = self._source.backend.read_bytes(f"{self.key}/{entry.path}")
         if verify:
             _check_entry(f"{self.url}/{entry.path}", entry, len(data), xxhash.xxh3_128_hexdigest(data))
         return data
@@ -302,7 +324,7 @@ class Checkpoint:
         return self
 
     def _verify(self) -> None:
-        fs = self._store._fs
+        fs = self._source.backend
         where = f"{self.url}/{MANIFEST_FILE}"
         try:
             on_disk = Manifest.from_json(fs.read_bytes(f"{self.key}/{MANIFEST_FILE}"), where=where)
@@ -417,7 +439,7 @@ class Checkpoint:
             target.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:  # it appeared meanwhile
             raise DestinationExistsError(f"cannot download epoch {self.epoch} into {target}: {exc}") from None
-        fs = self._store._fs
+        fs = self._source.backend
         bar = make_progress(progress, self.size, f"download epoch {self.epoch}")
 
         def fetch(entry: FileEntry) -> None:
@@ -456,7 +478,7 @@ class Checkpoint:
             verify: Re-hash (local) or verify while downloading (remote); the default.
             progress: See :meth:`download`.
         """
-        local = self._store._fs.local_path(self.key)
+        local = self._source.backend.local_path(self.key)
         if local is not None:
             if verify:
                 self.verify()

@@ -50,6 +50,7 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
+from ._boundary import CAS_ATTEMPTS
 from ._boundary import backend_errors as _backend_errors
 from ._boundary import parse_json as _parse_json
 from ._boundary import pid_alive as _pid_alive
@@ -100,13 +101,15 @@ from .errors import (
     StoreNotFoundError,
     StoreNotWritableError,
     StoreUnavailableError,
-    UnexpectedFileError,
     UnsafeEntryError,
     UnsafePathError,
     VerificationError,
 )
 from .find import FileMatch, latest_match, value_match
-from .manifest import MAX_EPOCH, MAX_TIME_NS, FileEntry, Manifest, check_descriptor
+from .index import Index
+from .layout import Layout
+from .manifest import FileEntry, Manifest, check_descriptor
+from .manifests import Manifests
 from .oplog import HOST, OpLog, fmt_metrics, human, render_table, stats_text
 from .policies import (
     CheckpointInfo,
@@ -135,12 +138,9 @@ STORE_VERSION = 1
 DEFAULT_WIDTH = 8
 CLAIM_FILE = ".claim"
 INDEX_FILE = "index.json"
-INDEX_FORMAT = "ckptstore.index"
 _POINTER_NAMES = ("best", "last")
 _INTERNAL_FOLDERS = frozenset({"work", "trash", "retired", "pointers", "pins", "log", "probe"})
 _INTERNAL_FILES = frozenset({STORE_FILE, INDEX_FILE, "ckpt.log"})
-_CAS_ATTEMPTS = 50
-_human = human  # the CLI's import, until it imports ckptstore.oplog itself
 _HOST = HOST  # claims and staging folders record it (tests pose as another host by changing it)
 
 
@@ -458,6 +458,9 @@ class CheckpointStore:
         self._descriptor = self._open_or_create(create)
         self.single_writer = not self._caps.create_only
         self.width: int = self._descriptor["width"]
+        self._layout = Layout(self.width)
+        self._manifests = Manifests(self._fs, self._layout, self.url, self)
+        self._index = Index(self._fs, self._layout, self.url, self._pointer_lock, self._manifests)
         self.store_id: str = self._descriptor["store_id"]
         self.run_id: str = self.config.run_id or self.store_id
         self.mode: Mode = self.config.resolved_mode
@@ -558,7 +561,7 @@ class CheckpointStore:
             ManifestError: the recorded values are malformed.
         """
         where = f"{self.url}/{STORE_FILE}"
-        for _attempt in range(_CAS_ATTEMPTS):
+        for _attempt in range(CAS_ATTEMPTS):
             recorded, recorded_mode = descriptor.get("monitor"), descriptor.get("mode")
             if recorded is not None and (
                 not isinstance(recorded, str) or not recorded or recorded_mode not in ("min", "max")
@@ -1294,7 +1297,7 @@ class CheckpointStore:
                 value = checkpoint.metrics[monitor]
 
                 def better(current: int | None) -> int | None:
-                    pointed = self._checkpoint_or_none(current)
+                    pointed = self._manifests.get_or_none(current)
                     if pointed is None or is_better(value, pointed.metrics.get(monitor), self.mode):
                         return checkpoint.epoch
                     if value == pointed.metrics.get(monitor) and checkpoint.epoch < pointed.epoch:
@@ -1302,7 +1305,7 @@ class CheckpointStore:
                     return None
 
                 self._update_pointer("best", better)
-            self._update_index(add=[checkpoint])
+            self._index.update(add=[checkpoint])
         _crash.point("after_pointers")
         if self.config.gc_on_save and self.config.keep is not None:
             self.gc()
@@ -1362,16 +1365,8 @@ class CheckpointStore:
             return None
         return self.config.monitor, self.mode
 
-    def _checkpoint_or_none(self, epoch: int | None) -> Checkpoint | None:
-        if epoch is None:
-            return None
-        try:
-            return self.get(epoch, verify=False)
-        except (CheckpointNotFoundError, VerificationError, InvalidArgumentError):
-            return None
-
     def _read_pointer_checkpoint(self, name: str) -> Checkpoint | None:
-        return self._checkpoint_or_none(self._read_pointer(name))
+        return self._manifests.get_or_none(self._read_pointer(name))
 
     def _update_pointer(self, name: str, decide: Callable[[int | None], int | None]) -> int | None:
         """Move a pointer by compare-and-swap: ``decide(current)`` returns the new epoch or None to leave it.
@@ -1387,7 +1382,7 @@ class CheckpointStore:
 
     def _update_pointer_locked(self, name: str, decide: Callable[[int | None], int | None]) -> int | None:
         key = f"pointers/{name}.json"
-        for _attempt in range(_CAS_ATTEMPTS):
+        for _attempt in range(CAS_ATTEMPTS):
             current = self._fs.read_versioned(key)
             epoch = self._pointer_epoch(current[0] if current else None)
             if epoch is None and current is None and self._fs.local_path() is not None:
@@ -1408,7 +1403,7 @@ class CheckpointStore:
                 break
         else:
             raise CommitFailedError(
-                errno.EAGAIN, f"could not update the {name} pointer of {self.url}: {_CAS_ATTEMPTS} conflicting writers"
+                errno.EAGAIN, f"could not update the {name} pointer of {self.url}: {CAS_ATTEMPTS} conflicting writers"
             )
         if self._caps.symlinks:
             try:
@@ -1425,7 +1420,7 @@ class CheckpointStore:
         kept: builtins.list[int] = []
 
         def forward(current: int | None) -> int | None:
-            if current is not None and current > epoch and self._checkpoint_or_none(current) is not None:
+            if current is not None and current > epoch and self._manifests.get_or_none(current) is not None:
                 kept.append(current)
                 return None
             return epoch
@@ -1441,111 +1436,6 @@ class CheckpointStore:
             except UnsafeEntryError as exc:
                 logger.warning("%s", exc)
 
-    def _update_index(
-        self,
-        *,
-        add: Iterable[Checkpoint] = (),
-        remove: Mapping[int, str] | Iterable[int] = (),
-        metadata: Mapping[str, dict[str, Any]] | None = None,
-        rebuild: bool = False,
-        prune: bool = False,
-    ) -> dict[str, Any]:
-        """Apply changes to ``index.json`` by compare-and-swap (a cache of the manifests; see :meth:`reindex`).
-
-        Args:
-            add: Newly committed checkpoints.
-            remove: Epochs deleted (``{epoch: reason}`` or epochs); they move to the index's history,
-                so the metric curve stays complete for ``ckptstore plot``.
-            metadata: New user metadata by epoch name.
-            rebuild: Rebuild the checkpoint entries from the manifests first.
-            prune: Drop entries whose epoch folder is gone (one listing of ``epochs/``).
-
-        Returns:
-            The index as written.
-        """
-        with self._pointer_lock():
-            return self._update_index_locked(add, remove, metadata, rebuild, prune)
-
-    def _update_index_locked(
-        self,
-        add: Iterable[Checkpoint],
-        remove: Mapping[int, str] | Iterable[int],
-        metadata: Mapping[str, dict[str, Any]] | None,
-        rebuild: bool,
-        prune: bool = False,
-    ) -> dict[str, Any]:
-        # Never add an entry for a checkpoint that is gone: gc may have deleted a commit before its writer
-        # got here (under the lock locally, so this check is exact there).
-        additions = {c.name: _index_entry(c, c._metadata) for c in add if self._fs.exists(f"{c.key}/{MANIFEST_FILE}")}
-        reasons = dict(remove) if isinstance(remove, Mapping) else dict.fromkeys(remove, "deleted")
-        if prune:
-            present = set(self._fs.listdir("epochs"))
-            current_index = self._fs.read_versioned(INDEX_FILE)
-            listed = _parse_json(current_index[0]).get("checkpoints") if current_index else None
-            for name in listed if isinstance(listed, dict) else ():
-                if name not in present and name.isdigit() and int(name) not in reasons:
-                    reasons[int(name)] = "gone (deleted by another process)"
-        removals = {self._name(e): why for e, why in reasons.items()}
-        fresh = self._entries_from_manifests() if rebuild else None
-        record: dict[str, Any] = {}
-        for _attempt in range(_CAS_ATTEMPTS):
-            current = self._fs.read_versioned(INDEX_FILE)
-            data = _parse_json(current[0]) if current else {}
-            entries = data.get("checkpoints")
-            raw_history = data.get("history")
-            history: dict[str, Any] = {}  # junk (index.json is a cache anyone may have edited) is dropped
-            for tag, item in raw_history.items() if isinstance(raw_history, dict) else ():
-                clean = _history_entry(item)
-                if clean is not None:
-                    history[tag] = clean
-            if fresh is not None:
-                entries = dict(fresh)
-            elif not isinstance(entries, dict) or data.get("format") != INDEX_FORMAT:
-                entries = self._entries_from_manifests()
-            entries.update(additions)
-            for name, md in (metadata or {}).items():
-                if isinstance(entries.get(name), dict):
-                    entries[name]["metadata"] = md
-            now = time.time_ns()
-            for name, why in removals.items():
-                gone = entries.pop(name, None)
-                if isinstance(gone, dict):
-                    commit = gone.get("commit_id")
-                    history[f"{name}.{commit[:8] if isinstance(commit, str) else ''}"] = _history_entry(
-                        {
-                            "epoch": int(name),
-                            "metrics": gone.get("metrics"),
-                            "committed_at_ns": gone.get("committed_at_ns"),
-                            "deleted_at_ns": now,
-                            "reason": why,
-                        }
-                    )
-            record = {
-                "format": INDEX_FORMAT,
-                "version": 1,
-                "updated_at_ns": now,
-                "checkpoints": dict(sorted(entries.items())),
-                "history": dict(sorted(history.items())),
-            }
-            if self._fs.write_if(INDEX_FILE, json.dumps(record, indent=1).encode(), current[1] if current else None):
-                return record
-        logger.warning(
-            "index.json of %s not updated after %d conflicts; reindex() rebuilds it", self.url, _CAS_ATTEMPTS
-        )
-        return record
-
-    def _entries_from_manifests(self) -> dict[str, dict[str, Any]]:
-        """Index entries for every committed checkpoint, read from the manifests and metadata files."""
-        good, _ = self._scan(use_index=False)
-        names = [c.name for c in good]
-        extra = self._fs.read_many(f"epochs/{n}/{METADATA_FILE}" for n in names)
-        entries = {}
-        for c in good:
-            raw = extra.get(f"{c.key}/{METADATA_FILE}")
-            md = _parse_json(raw) if raw is not None else dict(c.manifest.metadata)
-            entries[c.name] = _index_entry(c, md)
-        return entries
-
     def reindex(self) -> dict[str, Any]:
         """Rebuild ``index.json`` from the manifests (it is a cache; this is always safe).
 
@@ -1554,19 +1444,13 @@ class CheckpointStore:
         """
         self._check_writable()
         with _backend_errors(self._fs, "rebuild the index"), self._pointer_lock():
-            record = self._update_index(rebuild=True)
+            record = self._index.update(rebuild=True)
         self._log("REINDEX", f"{len(record.get('checkpoints', {}))} checkpoint(s)")
         return record
 
     def index(self) -> dict[str, Any]:
         """The current ``index.json`` (rebuilt in memory from the manifests if it is missing or invalid)."""
-        raw = None
-        with contextlib.suppress(FileNotFoundError):
-            raw = self._fs.read_bytes(INDEX_FILE)
-        data = _parse_json(raw) if raw is not None else {}
-        if data.get("format") != INDEX_FORMAT or not isinstance(data.get("checkpoints"), dict):
-            return {"format": INDEX_FORMAT, "version": 1, "checkpoints": self._entries_from_manifests(), "history": {}}
-        return data
+        return self._index.document()
 
     def _update_metadata(
         self, checkpoint: Checkpoint, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
@@ -1575,7 +1459,7 @@ class CheckpointStore:
         self._check_writable()
         key = f"{checkpoint.key}/{METADATA_FILE}"
         with _backend_errors(self._fs, f"update metadata of epoch {checkpoint.epoch}"), self._pointer_lock():
-            for _attempt in range(_CAS_ATTEMPTS):
+            for _attempt in range(CAS_ATTEMPTS):
                 current, version, exists = checkpoint._read_metadata()
                 updated = check_metadata(change(dict(current)))
                 if self._fs.write_if(key, json.dumps(updated, indent=1).encode(), version if exists else None):
@@ -1585,104 +1469,15 @@ class CheckpointStore:
             if not self._fs.exists(f"{checkpoint.key}/{MANIFEST_FILE}"):  # deleted meanwhile: leave nothing
                 self._fs.delete(key)
                 raise CheckpointNotFoundError(f"epoch {checkpoint.epoch} was deleted while its metadata changed")
-            self._update_index(metadata={checkpoint.name: updated})
+            self._index.update(metadata={checkpoint.name: updated})
         checkpoint._metadata = updated
         self._log("METADATA", f"epoch {checkpoint.epoch}: {what}")
         return updated
 
     # -- reading ------------------------------------------------------------------------------------
     def _scan(self, *, use_index: bool = True) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
-        """Every committed checkpoint, and folders under ``epochs/`` that are not valid ones.
-
-        One listing of ``epochs/`` and one read of ``index.json``: a checkpoint the index lacks (a
-        writer died before updating it) is read from its manifest, and an index entry whose folder is
-        gone is dropped, so the index may lag but never hides or invents a checkpoint. On object
-        stores a folder without a manifest is a save in progress (or abandoned), not damage.
-        """
-        good: builtins.list[Checkpoint] = []
-        bad: builtins.list[tuple[str, Exception]] = []
-        with _backend_errors(self._fs, "list checkpoints"):
-            names = [n for n in self._fs.listdir("epochs") if n.isdigit()]
-            entries: dict[str, Any] = {}
-            if use_index:
-                raw_index = None
-                with contextlib.suppress(FileNotFoundError):
-                    raw_index = self._fs.read_bytes(INDEX_FILE)
-                index = _parse_json(raw_index) if raw_index is not None else {}
-                if index.get("format") == INDEX_FORMAT and isinstance(index.get("checkpoints"), dict):
-                    entries = index["checkpoints"]
-            unindexed = []
-            for name in names:
-                entry = entries.get(name)
-                checkpoint = self._from_index_entry(name, entry) if isinstance(entry, dict) else None
-                if checkpoint is None:
-                    unindexed.append(name)
-                else:
-                    good.append(checkpoint)
-            unsafe: dict[str, Exception] = {}
-            try:
-                raw = self._fs.read_many(f"epochs/{n}/{MANIFEST_FILE}" for n in unindexed)
-            except UnsafeEntryError:  # a symlinked epoch folder among them: read one by one, report it
-                raw = {}
-                for name in unindexed:
-                    try:
-                        raw[f"epochs/{name}/{MANIFEST_FILE}"] = self._read_manifest_bytes(f"epochs/{name}")
-                    except UnexpectedFileError as exc:
-                        unsafe[f"epochs/{name}"] = exc
-        for name in unindexed:
-            key = f"epochs/{name}"
-            if key in unsafe:
-                bad.append((key, unsafe[key]))
-                continue
-            data = raw.get(f"{key}/{MANIFEST_FILE}")
-            if data is None:
-                if self._caps.atomic_rename:
-                    bad.append((key, ManifestError(f"{self.url}/{key} has no {MANIFEST_FILE}; it is not a checkpoint")))
-                continue
-            try:
-                good.append(Checkpoint(self, key, self._parse_manifest(key, data)))
-            except VerificationError as exc:
-                bad.append((key, exc))
-        return good, bad
-
-    def _from_index_entry(self, name: str, entry: Mapping[str, Any]) -> Checkpoint | None:
-        key = f"epochs/{name}"
-        try:
-            manifest = Manifest.from_dict(entry.get("manifest"), where=f"{self.url}/{INDEX_FILE}")
-        except (ValueError, TypeError):
-            return None
-        if self._name(manifest.epoch) != name:
-            return None
-        metadata = entry.get("metadata")
-        return Checkpoint(self, key, manifest, metadata=metadata if isinstance(metadata, dict) else None)
-
-    def _parse_manifest(self, key: str, data: bytes) -> Manifest:
-        where = f"{self.url}/{key}/{MANIFEST_FILE}"
-        manifest = Manifest.from_json(data, where=where)
-        if f"epochs/{self._name(manifest.epoch)}" != key:
-            raise ManifestError(f"{where} says epoch {manifest.epoch}, but its folder is {key}")
-        return manifest
-
-    def _read_manifest_bytes(self, key: str) -> bytes | None:
-        """The raw manifest of ``key``; None if absent; a symlinked entry is an ``UnexpectedFileError``."""
-        try:
-            return self._fs.read_bytes(f"{key}/{MANIFEST_FILE}")
-        except FileNotFoundError:
-            return None
-        except UnsafeEntryError as exc:
-            raise UnexpectedFileError(f"{self.url}/{key} is not a checkpoint: {exc}") from None
-
-    def _read_manifest(self, key: str) -> Manifest:
-        try:
-            with _backend_errors(self._fs, f"read {key}"):
-                data = self._fs.read_bytes(f"{key}/{MANIFEST_FILE}")
-        except UnsafeEntryError as exc:  # a symlinked epoch folder: not a checkpoint this store vouches for
-            raise UnexpectedFileError(f"{self.url}/{key} is not a checkpoint: {exc}") from None
-        except FileNotFoundError:
-            if self._caps.atomic_rename and self._fs.exists(key):
-                raise ManifestError(f"{self.url}/{key} has no {MANIFEST_FILE}; it is not a checkpoint") from None
-            raise CheckpointNotFoundError(f"no checkpoint at {self.url}/{key}") from None
-        return self._parse_manifest(key, data)
+        """Every committed checkpoint, and folders under ``epochs/`` that are not valid ones (see Manifests.scan)."""
+        return self._manifests.scan(self._index.entries() if use_index else None)
 
     def get(self, epoch: int, *, verify: bool = False) -> Checkpoint:
         """Return the committed checkpoint of ``epoch``.
@@ -1695,13 +1490,7 @@ class CheckpointStore:
             CheckpointNotFoundError: no such checkpoint.
             VerificationError: its manifest is invalid (or, with ``verify``, a file is wrong).
         """
-        epoch = check_epoch(epoch, self.width)
-        key = self._epoch_key(epoch)
-        try:
-            manifest = self._read_manifest(key)
-        except CheckpointNotFoundError:
-            raise CheckpointNotFoundError(f"no checkpoint for epoch {epoch} in {self.url}") from None
-        checkpoint = Checkpoint(self, key, manifest)
+        checkpoint = self._manifests.get(epoch)
         return checkpoint.verify() if verify else checkpoint
 
     def list(
@@ -1925,7 +1714,7 @@ class CheckpointStore:
         """
         self._repair_if_stale()
         pointed = self._read_pointer_checkpoint("last")
-        newer = self._highest_committed_above(pointed.epoch if pointed is not None else -1)
+        newer = self._manifests.highest_above(pointed.epoch if pointed is not None else -1)
         if newer is None:
             if pointed is None:
                 raise CheckpointNotFoundError(f"the store at {self.url} holds no checkpoint")
@@ -1968,23 +1757,12 @@ class CheckpointStore:
             self._repair("best", winner.epoch)
         return winner
 
-    def _highest_committed_above(self, epoch: int) -> Checkpoint | None:
-        """The highest-numbered valid checkpoint above ``epoch`` (one listing; manifests read lazily)."""
-        for name in sorted(self._fs.listdir("epochs"), reverse=True):
-            if not name.isdigit():
-                continue
-            if int(name) <= epoch:
-                break
-            with contextlib.suppress(CheckpointNotFoundError, VerificationError):
-                return self.get(int(name))
-        return None
-
     def _repair(self, name: str, epoch: int, *, stale: bool = False) -> None:
         if not self._writable:
             return
 
         def fix(current: int | None) -> int | None:
-            pointed = self._checkpoint_or_none(current)
+            pointed = self._manifests.get_or_none(current)
             if pointed is None or (stale and pointed.epoch < epoch):
                 what = "stale" if pointed is not None else "missing or dangling"
                 self._log("REPAIR", f"{name} pointer was {what}", logging.WARNING)
@@ -2026,7 +1804,7 @@ class CheckpointStore:
         for name in names:
             key = f"epochs/{name}"
             try:
-                candidate = Checkpoint(self, key, self._read_manifest(key))
+                candidate = Checkpoint(self, key, self._manifests.read(key))
                 chosen = candidate.verify() if check else candidate
                 break
             except CheckpointNotFoundError:
@@ -2063,7 +1841,7 @@ class CheckpointStore:
         """
         name = _tail(key)
         if name.isdigit():  # index first, as in gc
-            self._update_index(remove={int(name): f"retired ({why})"})
+            self._index.update(remove={int(name): f"retired ({why})"})
         if self._caps.atomic_rename:
             dest = self.root / "retired" / f"{name}.{why}.{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
@@ -2196,7 +1974,7 @@ class CheckpointStore:
                         deleted = {e: why for e, why in deleted.items() if e not in protected}
                         # The index first: a crash after it leaves unindexed checkpoints, read from their
                         # manifests, never an entry without one.
-                        self._update_index(remove=deleted, prune=True)
+                        self._index.update(remove=deleted, prune=True)
                         for epoch, reason in deleted.items():
                             self._delete(epoch, reason)
                 for rel, why in leftovers:
@@ -2239,25 +2017,13 @@ class CheckpointStore:
         Returns:
             ``{epoch: checkpoint from its manifest, or None if it has no valid manifest}``.
         """
-        wanted = builtins.list(checkpoints)
-        with _backend_errors(self._fs, "read manifests"):
-            raw = self._fs.read_many(f"{c.key}/{MANIFEST_FILE}" for c in wanted)
-        out: dict[int, Checkpoint | None] = {}
-        stale: builtins.list[Checkpoint] = []
-        for c in wanted:
-            data = raw.get(f"{c.key}/{MANIFEST_FILE}")
-            try:
-                fresh = Checkpoint(self, c.key, self._parse_manifest(c.key, data)) if data is not None else None
-            except VerificationError:
-                fresh = None
-            out[c.epoch] = fresh
-            if fresh is not None and fresh.manifest != c.manifest:
-                stale.append(fresh)
-                self._log("REPAIR", f"index.json entry of epoch {c.epoch} disagreed with its manifest", logging.WARNING)
-        if stale and self._writable:
+        fresh, differ = self._manifests.confirm(checkpoints)
+        for c in differ:
+            self._log("REPAIR", f"index.json entry of epoch {c.epoch} disagreed with its manifest", logging.WARNING)
+        if differ and self._writable:
             with contextlib.suppress(OSError, CkptStoreError):
-                self._update_index(add=stale)
-        return out
+                self._index.update(add=differ)
+        return fresh
 
     def _repair_if_stale(self) -> None:
         """After a failure past a commit point: rebuild the index and the pointers from the manifests."""
@@ -2265,8 +2031,8 @@ class CheckpointStore:
             return
         try:
             with self._pointer_lock():
-                self._update_index(rebuild=True)
-                newest = self._highest_committed_above(-1)
+                self._index.update(rebuild=True)
+                newest = self._manifests.highest_above(-1)
                 if newest is not None:
                     self._advance_last(newest.epoch)
                 self._recompute_best()
@@ -2468,45 +2234,6 @@ def _age(info: Mapping[str, Any]) -> str:
     return f"{(time.time_ns() - claimed) / 1e9:.0f}s"
 
 
-def _history_entry(raw: object) -> dict[str, Any] | None:
-    """A record of ``index.json``'s history (a deleted checkpoint) cleaned of junk; None if it is junk.
-
-    The epoch must be an int in range; metrics that are not finite numbers and times that are not
-    ints in range are dropped, so ``ckptstore plot`` and the index's own updates never trip on them.
-    """
-    if not isinstance(raw, dict):
-        return None
-    epoch = raw.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
-        return None
-    metrics = raw.get("metrics")
-    clean: dict[str, float] = {}
-    for name, value in metrics.items() if isinstance(metrics, dict) else ():
-        with contextlib.suppress(InvalidArgumentError):
-            clean.update(check_metrics({name: value}) if isinstance(value, (int, float)) else {})
-    entry: dict[str, Any] = {"epoch": epoch, "metrics": clean}
-    for key in ("committed_at_ns", "deleted_at_ns"):
-        value = raw.get(key)
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIME_NS
-        entry[key] = value if ok else None
-    reason = raw.get("reason")
-    entry["reason"] = reason if isinstance(reason, str) else ""
-    return entry
-
-
-def _index_entry(checkpoint: Checkpoint, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {
-        "epoch": checkpoint.epoch,
-        "metrics": checkpoint.metrics,
-        "size": checkpoint.size,
-        "committed_at_ns": checkpoint.manifest.committed_at_ns,
-        "run_id": checkpoint.run_id,
-        "commit_id": checkpoint.manifest.commit_id,
-        "metadata": dict(metadata) if metadata is not None else dict(checkpoint.manifest.metadata),
-        "manifest": checkpoint.manifest.to_dict(),
-    }
-
-
 _CLAIMS_LOCK = threading.Lock()
 _CLAIMING: weakref.WeakSet[SaveTransaction] = weakref.WeakSet()
 """Transactions of this process that hold (or held) a claim; a claim is in flight while ``_claimed``."""
@@ -2525,7 +2252,7 @@ def _framework_versions() -> dict[str, str]:
         version = getattr(module, "__version__", None)
         if isinstance(version, str):
             versions[name] = version
-    from . import __version__
+    from ._version import __version__
 
     versions["ckptstore"] = __version__
     return versions

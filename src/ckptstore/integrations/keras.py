@@ -23,7 +23,8 @@ import keras
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointNotFoundError, InvalidArgumentError, SerializerError
 from ..policies import KeepPolicy, SaveRules, decide_save, resolve_mode
-from ..serializers._reader import CheckpointFiles, checkpoint_files
+from ..serializers import CheckpointFiles, CheckpointWriter
+from ..serializers._reader import checkpoint_files
 from ..store import CheckpointStore, open_store
 from . import finite_scalars
 
@@ -186,7 +187,7 @@ class KerasModelSerializer:
         """Keras's version."""
         return str(keras.__version__)
 
-    def save(self, state: Any, tx: Any) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """``model.save`` into the staging directory (``.keras`` files are zips that seek)."""
         state.save(str(tx.path / "model.keras"))
 
@@ -208,7 +209,7 @@ class KerasWeightsSerializer:
         """Keras's version."""
         return str(keras.__version__)
 
-    def save(self, state: Any, tx: Any) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """``model.save_weights``."""
         state.save_weights(str(tx.path / "model.weights.h5"))
 

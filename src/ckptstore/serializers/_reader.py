@@ -27,22 +27,63 @@ import stat
 import types
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from .._validate import check_relpath
 from ..errors import IncompleteCheckpointError, InvalidArgumentError, UnsafeEntryError, UnsafePathError
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..manifest import FileEntry, Manifest
 
-__all__ = ["CheckpointFiles", "checkpoint_files"]
+__all__ = ["CheckpointFiles", "CheckpointView", "checkpoint_files"]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _NOFOLLOW_WALK = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
 """Open each component relative to its parent's fd, never following a symlink (POSIX); else lstat each."""
+
+
+class CheckpointView(Protocol):
+    """What a reader needs of the checkpoint it reads (a :class:`~ckptstore.Checkpoint` has this shape).
+
+    What its manifest says, and a verified local copy of its files; nothing of the store it came from.
+    """
+
+    @property
+    def epoch(self) -> int:
+        """The epoch (or step) number."""
+        ...
+
+    @property
+    def url(self) -> str:
+        """The checkpoint's location as a URL."""
+        ...
+
+    @property
+    def manifest(self) -> Manifest:
+        """The validated commit record."""
+        ...
+
+    @property
+    def files(self) -> Mapping[str, FileEntry]:
+        """Every file the manifest lists, by name."""
+        ...
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The metrics recorded at save time."""
+        ...
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """User metadata, as changed since the save."""
+        ...
+
+    def local_path(self, *, verify: bool = True) -> AbstractContextManager[Path]:
+        """The checkpoint's files in a local folder, re-hashed first (``verify``), for the ``with`` block."""
+        ...
 
 
 class CheckpointFiles:
@@ -59,7 +100,7 @@ class CheckpointFiles:
             (False only under ``load(verify=False)``).
     """
 
-    def __init__(self, checkpoint: Checkpoint, root: Path, *, verified: bool) -> None:
+    def __init__(self, checkpoint: CheckpointView, root: Path, *, verified: bool) -> None:
         """Read the files of ``checkpoint`` from ``root``, its epoch directory or a verified copy of it.
 
         Raises:
@@ -248,7 +289,7 @@ class CheckpointFiles:
 
 
 @contextlib.contextmanager
-def checkpoint_files(checkpoint: Checkpoint, *, verify: bool = True) -> Iterator[CheckpointFiles]:
+def checkpoint_files(checkpoint: CheckpointView, *, verify: bool = True) -> Iterator[CheckpointFiles]:
     """A :class:`CheckpointFiles` over the verified files of ``checkpoint``, for the ``with`` block.
 
     Local and NFS stores: the epoch directory, re-hashed first (``verify=True``). Object stores: a

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..errors import BackendUnavailableError, InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ..store import SaveTransaction
     from ._reader import CheckpointFiles
+    from ._writer import CheckpointWriter
 
 __all__ = ["Serializer", "get_serializer", "register_serializer", "serializer_names"]
 
@@ -29,7 +29,7 @@ class Serializer(Protocol):
         """Return the version of the library that does the work (recorded in the manifest)."""
         ...
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """Write ``state`` into the transaction (through ``tx.open`` or into ``tx.path``)."""
         ...
 

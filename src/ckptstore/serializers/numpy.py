@@ -15,8 +15,8 @@ from ..errors import InvalidArgumentError, SerializerError
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..store import SaveTransaction
     from ._reader import CheckpointFiles
+    from ._writer import CheckpointWriter
 
 __all__ = ["NumpySerializer", "write_npy"]
 
@@ -58,7 +58,7 @@ class NumpySerializer:
         """See :class:`~ckptstore.serializers.Serializer`."""
         return str(require("numpy", "numpy").__version__)
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """See :class:`~ckptstore.serializers.Serializer`."""
         np = require("numpy", "numpy")
         if isinstance(state, Mapping):

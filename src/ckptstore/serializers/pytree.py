@@ -20,8 +20,8 @@ from ..errors import IncompleteCheckpointError, SerializerError
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..store import SaveTransaction
     from ._reader import CheckpointFiles
+    from ._writer import CheckpointWriter
 
 __all__ = ["PytreeSerializer"]
 
@@ -73,7 +73,7 @@ class PytreeSerializer:
         except ImportError:
             return "numpy-" + str(require("numpy", "numpy").__version__)
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """Write the arrays and the tree."""
         np = require("numpy", "numpy")
         arrays: dict[str, Any] = {}

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ..store import SaveTransaction
     from ._reader import CheckpointFiles
+    from ._writer import CheckpointWriter
 
 __all__ = ["JsonSerializer", "PickleSerializer", "RawSerializer"]
 
@@ -29,7 +29,7 @@ class RawSerializer:
         """See :class:`~ckptstore.serializers.Serializer`."""
         return "1"
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """See :class:`~ckptstore.serializers.Serializer`."""
         if isinstance(state, (bytes, bytearray, memoryview)):
             state = {"data.bin": state}
@@ -58,7 +58,7 @@ class JsonSerializer:
         """See :class:`~ckptstore.serializers.Serializer`."""
         return "1"
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """See :class:`~ckptstore.serializers.Serializer`."""
         try:
             text = json.dumps(state, allow_nan=False, indent=1, sort_keys=True)
@@ -85,7 +85,7 @@ class PickleSerializer:
         """See :class:`~ckptstore.serializers.Serializer`."""
         return f"python-{platform.python_version()}-protocol-{pickle.HIGHEST_PROTOCOL}"
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """See :class:`~ckptstore.serializers.Serializer`."""
         with tx.open("state.pkl") as f:
             pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)

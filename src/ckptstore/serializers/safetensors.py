@@ -9,8 +9,8 @@ from ..errors import InvalidArgumentError
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..store import SaveTransaction
     from ._reader import CheckpointFiles
+    from ._writer import CheckpointWriter
 
 __all__ = ["SafetensorsSerializer"]
 
@@ -31,7 +31,7 @@ class SafetensorsSerializer:
         """See :class:`~ckptstore.serializers.Serializer`."""
         return str(require("safetensors", "safetensors").__version__)
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """See :class:`~ckptstore.serializers.Serializer`."""
         if not isinstance(state, Mapping) or not state:
             raise InvalidArgumentError("the safetensors serializer takes a non-empty {name: tensor} mapping")

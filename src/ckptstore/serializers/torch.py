@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from ._registry import require
 
 if TYPE_CHECKING:
-    from ..store import SaveTransaction
     from ._reader import CheckpointFiles
+    from ._writer import CheckpointWriter
 
 __all__ = ["TorchSerializer"]
 
@@ -26,7 +26,7 @@ class TorchSerializer:
         """See :class:`~ckptstore.serializers.Serializer`."""
         return str(require("torch", "torch").__version__)
 
-    def save(self, state: Any, tx: SaveTransaction) -> None:
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
         """See :class:`~ckptstore.serializers.Serializer`."""
         torch = require("torch", "torch")
         with tx.open("state.pt") as f:
