@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from .errors import (
 )
 from .retry import describe_error, http_status, is_auth_failure, is_transient
 
-__all__ = ["CAS_ATTEMPTS", "backend_errors", "parse_json", "pid_alive"]
+__all__ = ["CAS_ATTEMPTS", "RecordLock", "backend_errors", "parse_json", "pid_alive"]
 
 CAS_ATTEMPTS = 50
 """How often a compare-and-swap of a shared record (pointer, index, claim, metadata) is retried."""
@@ -103,3 +104,39 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class RecordLock:
+    """The one lock every writer of a shared record takes: pointers, pins, the index, metadata, gc's deletions.
+
+    Locally a ``flock`` on ``pointers/.lock`` between processes (object stores add compare-and-swap on
+    every write, and their lock is a no-op). Re-entrant within a thread, so each writer of a record can
+    take it itself, also when its caller holds it already.
+
+    Args:
+        backend: The store's backend (its :meth:`~ckptstore.backends.base.Backend.lock`).
+        key: The lock's key.
+    """
+
+    def __init__(self, backend: Backend, key: str) -> None:
+        self._backend = backend
+        self._key = key
+        self._thread_lock = threading.RLock()
+        self._held = threading.local()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        """Hold the lock for the ``with`` block."""
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        with self._thread_lock, self._backend.lock(self._key):
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0

@@ -118,24 +118,20 @@ class _Row(Protocol):
     def committed_at(self) -> datetime.datetime: ...
 
 
-def render_table(checkpoints: Iterable[_Row], *, last: int | None, best: int | None, pins: Iterable[int]) -> str:
-    """A plain-text table of ``checkpoints`` with best, last and pinned marked."""
+def render_table(checkpoints: Iterable[_Row], marks: Mapping[int, list[str]]) -> str:
+    """A plain-text table of ``checkpoints``, each with its marks (best, last, pinned)."""
     rows_in = list(checkpoints)
-    pinned = set(pins)
     metric_names = sorted({m for c in rows_in for m in c.metrics})
     header = ["epoch", "committed (UTC)", "size", *metric_names, "marks"]
     rows = [header]
     for c in rows_in:
-        marks = [
-            m for m, on in (("best", c.epoch == best), ("last", c.epoch == last), ("pinned", c.epoch in pinned)) if on
-        ]
         rows.append(
             [
                 str(c.epoch),
                 c.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
                 human(c.size),
                 *(f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in metric_names),
-                ",".join(marks),
+                ",".join(marks.get(c.epoch, [])),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -50,7 +50,7 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
-from ._boundary import CAS_ATTEMPTS
+from ._boundary import CAS_ATTEMPTS, RecordLock
 from ._boundary import backend_errors as _backend_errors
 from ._boundary import parse_json as _parse_json
 from ._boundary import pid_alive as _pid_alive
@@ -84,6 +84,7 @@ from .backends.base import Backend, Capabilities, PendingUpload
 from .backends.local import LocalBackend
 from .backends.registry import open_backend
 from .backends.retrying import RetryingBackend
+from .catalog import best_of, ordered
 from .checkpoint import EVALUATION_KEY, MANIFEST_FILE, METADATA_FILE, TRANSFER_THREADS, Checkpoint
 from .checksum import HashingStream, HashingWriter, copy_hashing, hash_and_sync
 from .errors import (
@@ -107,10 +108,11 @@ from .errors import (
 )
 from .find import FileMatch, latest_match, value_match
 from .index import Index
-from .layout import Layout
+from .layout import POINTER_LOCK, POINTER_NAMES, Layout
 from .manifest import FileEntry, Manifest, check_descriptor
 from .manifests import Manifests
 from .oplog import HOST, OpLog, fmt_metrics, human, render_table, stats_text
+from .pointers import Pointers, pointer_monitor
 from .policies import (
     CheckpointInfo,
     GcDecision,
@@ -120,7 +122,6 @@ from .policies import (
     SaveRules,
     all_,
     decide_save,
-    is_better,
     plan_gc,
     resolve_mode,
 )
@@ -138,7 +139,6 @@ STORE_VERSION = 1
 DEFAULT_WIDTH = 8
 CLAIM_FILE = ".claim"
 INDEX_FILE = "index.json"
-_POINTER_NAMES = ("best", "last")
 _INTERNAL_FOLDERS = frozenset({"work", "trash", "retired", "pointers", "pins", "log", "probe"})
 _INTERNAL_FILES = frozenset({STORE_FILE, INDEX_FILE, "ckpt.log"})
 _HOST = HOST  # claims and staging folders record it (tests pose as another host by changing it)
@@ -435,7 +435,7 @@ class CheckpointStore:
         if self._fs.local_path() is None:  # remote: retry what fails in passing, up to a deadline
             self._fs = RetryingBackend(self._fs, self.config.retry)
         self._lock = threading.RLock()
-        self._held = threading.local()  # depth of _pointer_lock held by this thread
+        self._record_lock = RecordLock(self._fs, POINTER_LOCK)
         self._caches_stale = False  # a step after a commit failed: repair pointers and index on the next call
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Checkpoint] | None = None
@@ -460,10 +460,20 @@ class CheckpointStore:
         self.width: int = self._descriptor["width"]
         self._layout = Layout(self.width)
         self._manifests = Manifests(self._fs, self._layout, self.url, self)
-        self._index = Index(self._fs, self._layout, self.url, self._pointer_lock, self._manifests)
+        self._index = Index(self._fs, self._layout, self.url, self._record_lock, self._manifests)
         self.store_id: str = self._descriptor["store_id"]
         self.run_id: str = self.config.run_id or self.store_id
         self.mode: Mode = self.config.resolved_mode
+        self._pointers = Pointers(
+            self._fs,
+            self._layout,
+            self.url,
+            self._writer_id,
+            self._record_lock,
+            self._oplog,
+            self._manifests,
+            (self.config.monitor, self.mode),
+        )
         self._rules = self.config.save_rules
         self._keep: KeepPolicy = self.config.keep or all_()
 
@@ -572,7 +582,7 @@ class CheckpointStore:
                 )
             legacy = None
             if recorded is None:  # stores made before the descriptor kept it: what the best pointer records
-                legacy = self._pointer_monitor()
+                legacy = pointer_monitor(self._fs)
                 if legacy is not None:
                     recorded, recorded_mode = legacy
             wanted, wanted_mode = self.config.monitor, self.config.mode
@@ -606,17 +616,6 @@ class CheckpointStore:
                     return updated
                 descriptor = _parse_json(current[0])  # another process recorded one first: check against it
         raise CommitFailedError(errno.EAGAIN, f"could not record the monitor in {where}: too many concurrent opens")
-
-    def _pointer_monitor(self) -> tuple[str, Mode] | None:
-        """The metric and mode the ``best`` pointer was last chosen by (stores made before ckptstore.json kept it)."""
-        raw = None
-        with contextlib.suppress(OSError):
-            raw = self._fs.read_bytes("pointers/best.json")
-        data = _parse_json(raw) if raw is not None else {}
-        monitor, mode = data.get("monitor"), data.get("mode")
-        if isinstance(monitor, str) and monitor and mode in ("min", "max"):
-            return monitor, mode
-        return None
 
     def _prepare_local_root(self, root: Path, create: bool) -> None:
         if not root.exists():
@@ -1290,151 +1289,24 @@ class CheckpointStore:
     def _after_commit(self, checkpoint: Checkpoint, decision: SaveDecision) -> None:
         self._repair_if_stale()
         with _backend_errors(self._fs, f"update pointers after epoch {checkpoint.epoch}"), self._pointer_lock():
-            self._advance_last(checkpoint.epoch)
+            self._pointers.advance_last(checkpoint.epoch)
             _crash.point("after_last")
-            monitor = self.config.monitor
-            if monitor is not None and monitor in checkpoint.metrics:
-                value = checkpoint.metrics[monitor]
-
-                def better(current: int | None) -> int | None:
-                    pointed = self._manifests.get_or_none(current)
-                    if pointed is None or is_better(value, pointed.metrics.get(monitor), self.mode):
-                        return checkpoint.epoch
-                    if value == pointed.metrics.get(monitor) and checkpoint.epoch < pointed.epoch:
-                        return checkpoint.epoch  # a tie goes to the earliest epoch, as in every other path
-                    return None
-
-                self._update_pointer("best", better)
+            self._pointers.offer_best(checkpoint)
             self._index.update(add=[checkpoint])
         _crash.point("after_pointers")
         if self.config.gc_on_save and self.config.keep is not None:
             self.gc()
 
     # -- pointers and the index ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _pointer_lock(self) -> Iterator[None]:
-        """The one lock every writer of a shared record takes: pointers, pins, index, metadata, gc's deletions.
-
-        Locally a ``flock`` between processes (object stores add compare-and-swap on every write). It is
-        re-entrant within a thread, so each writer of a record can take it itself.
-        """
-        if getattr(self._held, "depth", 0):
-            self._held.depth += 1
-            try:
-                yield
-            finally:
-                self._held.depth -= 1
-            return
-        with self._lock, self._fs.lock("pointers/.lock"):
-            self._held.depth = 1
-            try:
-                yield
-            finally:
-                self._held.depth = 0
-
-    @staticmethod
-    def _pointer_epoch(raw: bytes | None) -> int | None:
-        if raw is None:
-            return None
-        epoch = _parse_json(raw).get("epoch")
-        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
-            return epoch
-        return None
-
-    def _read_pointer(self, name: str) -> int | None:
-        """Return the epoch a pointer names, from its JSON form or else its symlink; None if absent."""
-        raw = None
-        with contextlib.suppress(OSError):
-            raw = self._fs.read_bytes(f"pointers/{name}.json")
-        epoch = self._pointer_epoch(raw)
-        if epoch is not None:
-            return epoch
-        local = self._fs.local_path(name)
-        if local is None:
-            return None
-        try:
-            target = os.readlink(local)  # the link itself: never followed
-        except OSError:
-            return None
-        folder, _, tail = target.rpartition("/")
-        return int(tail) if folder == "epochs" and tail.isdigit() else None
+    def _pointer_lock(self) -> contextlib.AbstractContextManager[None]:
+        """The store's record lock (see :class:`~ckptstore._boundary.RecordLock`)."""
+        return self._record_lock()
 
     def recorded_monitor(self) -> tuple[str, Mode] | None:
         """The metric and mode that define ``best`` in this store (recorded in ``ckptstore.json``), or None."""
         if self.config.monitor is None:
             return None
         return self.config.monitor, self.mode
-
-    def _read_pointer_checkpoint(self, name: str) -> Checkpoint | None:
-        return self._manifests.get_or_none(self._read_pointer(name))
-
-    def _update_pointer(self, name: str, decide: Callable[[int | None], int | None]) -> int | None:
-        """Move a pointer by compare-and-swap: ``decide(current)`` returns the new epoch or None to leave it.
-
-        Retried on conflict, so concurrent writers never lose an update; locally the pointer lock
-        serializes writers and the same code runs once.
-
-        Returns:
-            The epoch written, or None if ``decide`` left the pointer alone.
-        """
-        with self._pointer_lock():
-            return self._update_pointer_locked(name, decide)
-
-    def _update_pointer_locked(self, name: str, decide: Callable[[int | None], int | None]) -> int | None:
-        key = f"pointers/{name}.json"
-        for _attempt in range(CAS_ATTEMPTS):
-            current = self._fs.read_versioned(key)
-            epoch = self._pointer_epoch(current[0] if current else None)
-            if epoch is None and current is None and self._fs.local_path() is not None:
-                epoch = self._read_pointer(name)  # a store made before pointers/ had JSON: the symlink
-            new = decide(epoch)
-            if new is None:
-                return None
-            record: dict[str, Any] = {
-                "epoch": new,
-                "target": self._epoch_key(new),
-                "updated_at_ns": time.time_ns(),
-                "writer": self._writer_id,
-            }
-            if name == "best" and self.config.monitor is not None:
-                record["monitor"] = self.config.monitor
-                record["mode"] = self.mode
-            if self._fs.write_if(key, json.dumps(record, indent=1).encode(), current[1] if current else None):
-                break
-        else:
-            raise CommitFailedError(
-                errno.EAGAIN, f"could not update the {name} pointer of {self.url}: {CAS_ATTEMPTS} conflicting writers"
-            )
-        if self._caps.symlinks:
-            try:
-                self._fs.replace_symlink(name, self._epoch_key(new))  # type: ignore[attr-defined]
-            except OSError as exc:  # pragma: no cover - mount refused the link after the probe
-                logger.warning("could not update the %s symlink in %s: %s", name, self.url, exc)
-        self._log("POINTER", f"{name} -> epoch {new}")
-        return new
-
-    def _write_pointer(self, name: str, epoch: int) -> None:
-        self._update_pointer(name, lambda _current: epoch)
-
-    def _advance_last(self, epoch: int) -> None:
-        kept: builtins.list[int] = []
-
-        def forward(current: int | None) -> int | None:
-            if current is not None and current > epoch and self._manifests.get_or_none(current) is not None:
-                kept.append(current)
-                return None
-            return epoch
-
-        if self._update_pointer("last", forward) is None and kept:
-            self._log("POINTER", f"last stays at epoch {kept[-1]} (not moved back to {epoch})")
-
-    def _remove_pointer(self, name: str) -> None:
-        self._fs.delete(f"pointers/{name}.json")
-        if self._fs.local_path() is not None:
-            try:
-                self._fs.remove_symlink(name)  # type: ignore[attr-defined]  # never a file or folder put there
-            except UnsafeEntryError as exc:
-                logger.warning("%s", exc)
 
     def reindex(self) -> dict[str, Any]:
         """Rebuild ``index.json`` from the manifests (it is a cache; this is always safe).
@@ -1528,19 +1400,14 @@ class CheckpointStore:
         checkpoints = sorted(self._scan()[0], key=lambda c: c.epoch)
         key = sort_by if sort_by is not None else self.config.monitor or "epoch"
         if key == "epoch":
-            ordered = checkpoints if order != "desc" else checkpoints[::-1]
+            result = checkpoints if order != "desc" else checkpoints[::-1]
         elif key == "time":
-            ordered = sorted(checkpoints, key=lambda c: (c.manifest.committed_at_ns, c.epoch), reverse=order == "desc")
+            result = sorted(checkpoints, key=lambda c: (c.manifest.committed_at_ns, c.epoch), reverse=order == "desc")
         else:
             mode = self.mode if key == self.config.monitor else resolve_mode(key, "auto")
-            if order is None:
-                order = "asc" if mode == "min" else "desc"
-            scored = [c for c in checkpoints if key in c.all_metrics]
-            unscored = [c for c in checkpoints if key not in c.all_metrics]
-            sign = -1 if order == "desc" else 1
-            scored.sort(key=lambda c: (sign * c.all_metrics[key], c.epoch))  # ties: earliest epoch first
-            ordered = scored + unscored
-        return ordered if limit is None else ordered[:limit]
+            direction = order or ("asc" if mode == "min" else "desc")
+            result = ordered(checkpoints, by=lambda c: c.all_metrics.get(key), order=direction)
+        return result if limit is None else result[:limit]
 
     def top(self, n: int, metric: str | None = None) -> builtins.list[Checkpoint]:
         """The best ``n`` checkpoints by the store's monitor (or ``metric``), best first.
@@ -1573,7 +1440,7 @@ class CheckpointStore:
                 if len(parts) < 3 or parts[1] not in committed or parts[-1] in RESERVED_NAMES:
                     continue
                 owner[path] = committed[parts[1]]
-            elif parts[0] in _INTERNAL_FOLDERS or path in _INTERNAL_FILES or parts[0] in _POINTER_NAMES:
+            elif parts[0] in _INTERNAL_FOLDERS or path in _INTERNAL_FILES or parts[0] in POINTER_NAMES:
                 continue
             files[path] = stat
         return files, owner
@@ -1713,7 +1580,7 @@ class CheckpointStore:
             CheckpointNotFoundError: the store holds no checkpoint.
         """
         self._repair_if_stale()
-        pointed = self._read_pointer_checkpoint("last")
+        pointed = self._pointers.checkpoint("last")
         newer = self._manifests.highest_above(pointed.epoch if pointed is not None else -1)
         if newer is None:
             if pointed is None:
@@ -1746,31 +1613,20 @@ class CheckpointStore:
         else:
             resolved = resolve_mode(monitor, "auto")
         if monitor == self.config.monitor and resolved == self.mode:
-            pointed = self._read_pointer_checkpoint("best")
+            pointed = self._pointers.checkpoint("best")
             if pointed is not None and monitor in pointed.metrics:
                 return pointed
         scored = [c for c in self._scan()[0] if monitor in c.all_metrics]
         if not scored:
             raise CheckpointNotFoundError(f"no checkpoint in {self.url} has the metric {monitor!r}")
-        winner = _best_of(scored, monitor, resolved)
+        winner = best_of(scored, lambda c: c.all_metrics[monitor], resolved)
         if monitor == self.config.monitor and resolved == self.mode:
             self._repair("best", winner.epoch)
         return winner
 
     def _repair(self, name: str, epoch: int, *, stale: bool = False) -> None:
-        if not self._writable:
-            return
-
-        def fix(current: int | None) -> int | None:
-            pointed = self._manifests.get_or_none(current)
-            if pointed is None or (stale and pointed.epoch < epoch):
-                what = "stale" if pointed is not None else "missing or dangling"
-                self._log("REPAIR", f"{name} pointer was {what}", logging.WARNING)
-                return epoch
-            return None
-
-        with contextlib.suppress(OSError, CkptStoreError), self._pointer_lock():
-            self._update_pointer(name, fix)
+        if self._writable:
+            self._pointers.repair(name, epoch, stale=stale)
 
     # -- restart and rollback -----------------------------------------------------------------------
     def restart(
@@ -1824,8 +1680,8 @@ class CheckpointStore:
                         self._retire(key, "corrupt")
                     except UnsafeEntryError as exc:  # a symlinked epoch: never moved or deleted through
                         self._log("RETIRE", f"{key} left in place: {exc}", logging.WARNING)
-                if failed or self._read_pointer("last") != chosen.epoch:
-                    self._write_pointer("last", chosen.epoch)
+                if failed or self._pointers.read("last") != chosen.epoch:
+                    self._pointers.write("last", chosen.epoch)
                 self._recompute_best()
                 self._caches_stale = False
         self._parent = chosen.epoch
@@ -1851,21 +1707,11 @@ class CheckpointStore:
             self._fs.delete(f"{key}/{MANIFEST_FILE}")
             self._fs.delete_tree(key, last=[CLAIM_FILE])
             self._log("RETIRE", f"{name} deleted ({why}; object stores keep no retired copy)")
-        if name.isdigit() and self._fs.exists(f"pins/{name}"):  # the pin goes with its checkpoint
-            self._fs.delete(f"pins/{name}")
-            self._log("UNPIN", f"epoch {int(name)} (retired)")
+        if name.isdigit():  # the pin goes with its checkpoint
+            self._pointers.unpin(int(name), " (retired)")
 
     def _recompute_best(self) -> None:
-        monitor = self.config.monitor
-        if monitor is None:
-            return
-        scored = [c for c in self._scan()[0] if monitor in c.metrics]
-        if not scored:
-            self._remove_pointer("best")
-            return
-        winner = _best_of(scored, monitor, self.mode)
-        if self._read_pointer("best") != winner.epoch:
-            self._write_pointer("best", winner.epoch)
+        self._pointers.recompute_best(self._scan()[0])
 
     def rollback(self, epoch: int, *, verify: bool = True) -> Checkpoint:
         """Re-point ``last`` to ``epoch`` and retire every later epoch.
@@ -1884,7 +1730,7 @@ class CheckpointStore:
             for name in self._fs.listdir("epochs"):
                 if name.isdigit() and int(name) > target.epoch:
                     self._retire(f"epochs/{name}", f"rollback-to-{target.epoch}")
-            self._write_pointer("last", target.epoch)
+            self._pointers.write("last", target.epoch)
             self._recompute_best()
         self._parent = target.epoch
         self._log("ROLLBACK", f"last -> epoch {target.epoch}")
@@ -1898,39 +1744,18 @@ class CheckpointStore:
             CheckpointNotFoundError: no such epoch.
         """
         self._check_writable()
-        checkpoint = self.get(epoch)
-        with _backend_errors(self._fs, f"pin epoch {epoch}"), self._pointer_lock():  # serialized with gc
-            if not self._fs.exists(f"{checkpoint.key}/{MANIFEST_FILE}"):
-                raise CheckpointNotFoundError(f"epoch {checkpoint.epoch} was deleted before it could be pinned")
-            created = self._fs.create_only(f"pins/{checkpoint.name}", b"{}")
-        if created:
-            self._log("PIN", f"epoch {checkpoint.epoch}")
+        self._pointers.pin(self.get(epoch))
 
     def unpin(self, epoch: int) -> None:
         """Remove the protection of :meth:`pin` (no error if it was not pinned)."""
         self._check_writable()
-        epoch = check_epoch(epoch, self.width)
-        key = f"pins/{self._name(epoch)}"
-        with _backend_errors(self._fs, f"unpin epoch {epoch}"):
-            if self._fs.exists(key):
-                self._fs.delete(key)
-                self._log("UNPIN", f"epoch {epoch}")
+        self._pointers.unpin(check_epoch(epoch, self.width))
 
     def pinned(self) -> builtins.list[int]:
         """The pinned epochs."""
-        with _backend_errors(self._fs, "list pins"):
-            return sorted(int(n) for n in self._fs.listdir("pins") if n.isdigit())
+        return self._pointers.pinned()
 
     # -- keep policy and garbage collection ----------------------------------------------------------
-    def _protected(self) -> dict[int, str]:
-        protected: dict[int, str] = {}
-        for epoch in self.pinned():
-            protected[epoch] = "pinned"
-        for name in _POINTER_NAMES:
-            target = self._read_pointer(name)
-            if target is not None:
-                protected[target] = name if target not in protected else f"{protected[target]}, {name}"
-        return protected
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
         """Apply the keep policy and remove leftovers.
@@ -1970,7 +1795,7 @@ class CheckpointStore:
                 deleted = {d.epoch: d.reason for d in decisions if d.action == "delete"}
                 if deleted:
                     with self._pointer_lock():  # serialized with commits, pins and every index update
-                        protected = self._protected()  # a pin or pointer that moved since the plan wins
+                        protected = self._pointers.protected()  # a pin or pointer that moved since the plan wins
                         deleted = {e: why for e, why in deleted.items() if e not in protected}
                         # The index first: a crash after it leaves unindexed checkpoints, read from their
                         # manifests, never an entry without one.
@@ -2000,7 +1825,7 @@ class CheckpointStore:
             )
             for c in sorted(checkpoints, key=lambda c: c.epoch)
         ]
-        protected = self._protected()
+        protected = self._pointers.protected()
         if self._parent is not None:
             protected.setdefault(self._parent, "this run resumed from it")
         monitor = self.config.monitor
@@ -2034,7 +1859,7 @@ class CheckpointStore:
                 self._index.update(rebuild=True)
                 newest = self._manifests.highest_above(-1)
                 if newest is not None:
-                    self._advance_last(newest.epoch)
+                    self._pointers.advance_last(newest.epoch)
                 self._recompute_best()
         except (OSError, CkptStoreError) as exc:
             logger.warning("%s: pointers and index.json still need a repair: %s", self.url, exc)
@@ -2193,8 +2018,8 @@ class CheckpointStore:
             "url": self.url,
             "checkpoints": len(checkpoints),
             "total_size": sum(c.size for c in checkpoints),
-            "last": self._read_pointer("last"),
-            "best": self._read_pointer("best"),
+            "last": self._pointers.read("last"),
+            "best": self._pointers.read("best"),
             "monitor": self.config.monitor,
             "pinned": self.pinned(),
             "this_process": dict(self._stats),
@@ -2203,24 +2028,19 @@ class CheckpointStore:
             print(stats_text(self.url, summary, self._stats), file=file)
         return summary
 
+    def marks(self) -> dict[int, builtins.list[str]]:
+        """The epochs that carry a mark: ``best``, ``last``, ``pinned`` (read once from the pointers and pins)."""
+        last, best, pins = self._pointers.read("last"), self._pointers.read("best"), set(self.pinned())
+        marks: dict[int, builtins.list[str]] = {}
+        for epoch in sorted({e for e in (last, best) if e is not None} | pins):
+            marks[epoch] = [
+                m for m, on in (("best", epoch == best), ("last", epoch == last), ("pinned", epoch in pins)) if on
+            ]
+        return marks
+
     def table(self) -> str:
         """A plain-text table of every checkpoint with best, last and pinned marked."""
-        return render_table(
-            self.list(sort_by="epoch"),
-            last=self._read_pointer("last"),
-            best=self._read_pointer("best"),
-            pins=self.pinned(),
-        )
-
-
-def _best_of(scored: builtins.list[Checkpoint], metric: str, mode: Mode) -> Checkpoint:
-    """The best checkpoint by ``metric``; on a tie, the earliest epoch (the first to reach the value).
-
-    This is the rule the ``best`` pointer follows as saves arrive (only a strict improvement moves
-    it), so a pointer repaired or recomputed from the manifests names the same checkpoint.
-    """
-    sign = 1 if mode == "min" else -1
-    return min(scored, key=lambda c: (sign * c.all_metrics[metric], c.epoch))
+        return render_table(self.list(sort_by="epoch"), self.marks())
 
 
 def _tail(key: str) -> str:

@@ -208,9 +208,5 @@ def json_out(data: Any) -> None:
 
 def marks_of(store: CheckpointStore) -> Callable[[int], list[str]]:
     """A function from an epoch to its marks: ``best``, ``last``, ``pinned`` (read once, from the store)."""
-    last, best, pins = store._read_pointer("last"), store._read_pointer("best"), set(store.pinned())
-
-    def marks(epoch: int) -> list[str]:
-        return [m for m, on in (("best", epoch == best), ("last", epoch == last), ("pinned", epoch in pins)) if on]
-
-    return marks
+    marks = store.marks()
+    return lambda epoch: marks.get(epoch, [])
