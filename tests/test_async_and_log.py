@@ -18,14 +18,14 @@ def test_non_blocking_save_commits_in_background_and_wait_returns_it(
 ) -> None:
     gate = threading.Event()
     seen: list[str] = []
-    original = store._commit
+    original = store._pipeline.commit
 
     def gated(tx: ckptstore.SaveTransaction) -> ckptstore.Checkpoint:
         seen.append(threading.current_thread().name)
         gate.wait(timeout=30)
         return original(tx)
 
-    store._commit = gated  # type: ignore[method-assign]
+    store._pipeline.commit = gated  # type: ignore[method-assign]
     with store.save(1, metrics={"val_loss": 0.5}, blocking=False) as tx:
         (tx.path / "a.bin").write_bytes(b"a")
     assert 1 not in store  # returned before the commit

@@ -126,8 +126,8 @@ def test_gc_racing_saves_in_two_processes_leaves_no_deleted_epoch_in_the_index(t
 
 # -- item 3: gc on one host never breaks a save committed from another ----------------------------------
 _SLOW_WRITER = """
-import json, sys, ckptstore, ckptstore.store
-ckptstore.store._HOST = "host-b"                 # a second machine, as far as claims can tell
+import json, sys, ckptstore, ckptstore.commit.claims
+ckptstore.commit.claims.HOST = "host-b"          # a second machine, as far as claims can tell
 url, options, rounds = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 store = ckptstore.open(url, storage_options=options, retry=ckptstore.RetryPolicy.never())
 for epoch in range(rounds):

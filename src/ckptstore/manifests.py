@@ -87,6 +87,10 @@ class Manifests:
             raise CheckpointNotFoundError(f"no checkpoint at {self._url}/{key}") from None
         return self.parse(key, data)
 
+    def at(self, key: str) -> Checkpoint:
+        """The checkpoint in the folder ``key`` as listed, read from its manifest (see :meth:`read`)."""
+        return Checkpoint(self._source, key, self.read(key))
+
     def get(self, epoch: int) -> Checkpoint:
         """The committed checkpoint of ``epoch``, read from its manifest.
 

@@ -1,0 +1,284 @@
+"""The save path of a store, as the stages the docs name.
+
+    validate -> decide -> stage -> seal -> publish -> advance pointers -> update index -> gc
+
+:meth:`Pipeline.start` validates the request (bad input changes nothing), decides by the store's save
+rules, and returns the :class:`~ckptstore.transaction.SaveTransaction` the caller writes into (stage).
+Leaving its ``with`` block calls :meth:`Pipeline.finish`: the one boundary after which everything
+(seal, publish, and the store's pointers, index and gc) may run in a background thread. Sealing and
+publishing belong to the commit strategy the backend's capabilities choose
+(:mod:`ckptstore.commit`); publishing is one call, the commit point. After it, nothing may look like
+"nothing was saved": a failure of the steps that follow (the store's ``after_commit``) is a
+:class:`~ckptstore.errors.PostCommitWarning`, and the store repairs its caches on its next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ._boundary import backend_errors
+from ._progress import ProgressOption
+from ._validate import check_epoch, check_metadata, check_metrics, check_optional_int
+from .backends.base import Backend
+from .checkpoint import Checkpoint, CheckpointSource
+from .commit._common import Publisher, Target
+from .commit.claims import Claims
+from .commit.record import RecordCommit
+from .commit.rename import RenameCommit
+from .errors import CommitConflictError, PostCommitWarning
+from .oplog import Stats, fmt_metrics, human
+from .policies import SaveDecision, SaveRules, decide_save
+from .retry import RetryPolicy
+from .serializers import Serializer
+from .transaction import SaveTransaction
+
+__all__ = ["Pipeline", "choose_publisher"]
+
+
+def choose_publisher(
+    target: Target, claims: Claims, quick: Backend, retry: RetryPolicy, progress: ProgressOption, staging: set[str]
+) -> Publisher:
+    """The commit strategy for the backend's capabilities (never its type).
+
+    Args:
+        target: The store to publish into.
+        claims: This writer's claims (object stores).
+        quick: The backend without retries, for clean-up after a failure.
+        retry: How uploads retry.
+        progress: Progress bars for uploads.
+        staging: The store's set of staging folders in use (backends that rename).
+    """
+    if target.backend.capabilities.atomic_rename:
+        return RenameCommit(target, staging)
+    return RecordCommit(target, claims, quick=quick, retry=retry, progress=progress)
+
+
+class Pipeline:
+    """The save path of one store (the :class:`~ckptstore.transaction.SavePipeline` of its transactions).
+
+    Args:
+        source: What committed checkpoints read through (the store).
+        target: The store to publish into.
+        publisher: The commit strategy (:func:`choose_publisher`).
+        rules: The save rules.
+        stats: The store's counters of what this process did (updated in place).
+        best_value: The monitored metric's best value so far (for ``save_best_only``).
+        check_writable: Raises if the store cannot be written.
+        after_commit: The store's steps after a commit: advance pointers, update the index, gc.
+        caches_stale: Called when ``after_commit`` failed: the store repairs its caches on its next call.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: CheckpointSource,
+        target: Target,
+        publisher: Publisher,
+        rules: SaveRules,
+        stats: Stats,
+        best_value: Callable[[], float | None],
+        check_writable: Callable[[], None],
+        after_commit: Callable[[Checkpoint, SaveDecision], None],
+        caches_stale: Callable[[], None],
+    ) -> None:
+        self._source = source
+        self._target = target
+        self._layout = target.layout
+        self._publisher = publisher
+        self._rules = rules
+        self._stats = stats
+        self._best_value = best_value
+        self._check_writable = check_writable
+        self._after_commit = after_commit
+        self._caches_stale = caches_stale
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[Checkpoint] | None = None
+        self._background_error: BaseException | None = None
+
+    # -- what a transaction needs --------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The store's backend."""
+        return self._target.backend
+
+    @property
+    def url(self) -> str:
+        """The store's URL (redacted)."""
+        return self._target.url
+
+    def epoch_key(self, epoch: int) -> str:
+        """The folder ``epoch`` is committed as."""
+        return self._layout.epoch_key(epoch)
+
+    def log(self, event: str, message: str, level: int = logging.INFO) -> None:
+        """Record one event in the store's log."""
+        self._target.log(event, message, level)
+
+    # -- validate -> decide -> stage -------------------------------------------------------------------
+    def decide(self, epoch: int, metrics: Mapping[str, Any] | None) -> SaveDecision:
+        """Whether ``epoch`` would be saved under the save rules (:meth:`CheckpointStore.should_save`)."""
+        epoch = check_epoch(epoch, self._layout.width)
+        clean = check_metrics(metrics)
+        return decide_save(self._rules, epoch, clean, self._best_value())
+
+    def start(
+        self,
+        epoch: int,
+        metrics: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        step: int | None,
+        batch: int | None,
+        blocking: bool,
+        force: bool,
+        serializer: Serializer | None,
+    ) -> SaveTransaction:
+        """Validate, decide, and open the stage: the transaction to write ``epoch`` into.
+
+        Raises:
+            CommitConflictError: the epoch is already committed.
+            StoreNotWritableError: the store cannot be written.
+            InvalidArgumentError: bad epoch, metrics, metadata, step or batch.
+        """
+        # validate: bad input gets a typed error and changes nothing
+        epoch = check_epoch(epoch, self._layout.width)
+        clean_metrics = check_metrics(metrics)
+        clean_metadata = check_metadata(metadata)
+        step = check_optional_int("step", step)
+        batch = check_optional_int("batch", batch)
+        # decide: the save rules (save_interval, skip_epochs, save_best_only, ...), unless forced
+        decision = decide_save(self._rules, epoch, clean_metrics, self._best_value())
+        if force and not decision.save:
+            decision = SaveDecision(save=True, reason="forced", improved=decision.improved)
+        if decision.save:
+            self._check_writable()
+            key = self._layout.epoch_key(epoch)
+            with backend_errors(self.backend, f"check epoch {epoch}"):
+                taken = self._publisher.taken(epoch)
+            if taken:
+                raise CommitConflictError(
+                    f"epoch {epoch} is already committed at {self.url}/{key}; "
+                    "choose another epoch or roll back with store.rollback()"
+                )
+        # stage: the caller writes the files inside the transaction's `with` block
+        return SaveTransaction(
+            self,
+            epoch,
+            metrics=clean_metrics,
+            metadata=clean_metadata,
+            step=step,
+            batch=batch,
+            decision=decision,
+            blocking=blocking,
+            serializer=serializer,
+        )
+
+    def begin(self, tx: SaveTransaction) -> None:
+        """Give ``tx`` its staging folder: the strategy's, or a scratch folder if the rules skip it."""
+        if tx.skipped:  # the block still runs; nothing of it is kept
+            tx._work = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self._layout.name(tx.epoch)}-"))
+            return
+        self._publisher.begin(tx)
+
+    def discard(self, tx: SaveTransaction) -> None:
+        """Remove what an aborted or skipped transaction staged, uploaded or claimed (best effort)."""
+        self._publisher.discard(tx)
+
+    # -- the background boundary -----------------------------------------------------------------------
+    def finish(self, tx: SaveTransaction) -> Checkpoint | Future[Checkpoint]:
+        """The stage is over: commit now, or (``blocking=False``) in the background thread.
+
+        Everything after this boundary reads only the transaction and the store's parts, so it can run
+        in another thread; at most one save is in flight (the store waits for it before the next).
+        """
+        return self.commit(tx) if tx.blocking else self.submit(tx)
+
+    def submit(self, tx: SaveTransaction) -> Future[Checkpoint]:
+        """Commit ``tx`` in the background thread; an error surfaces on the next :meth:`wait`."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptstore-commit")
+
+        def run() -> Checkpoint:
+            try:
+                return self.commit(tx)
+            except BaseException as exc:
+                self._background_error = exc
+                raise
+
+        future = self._executor.submit(run)
+        self._pending = future
+        return future
+
+    def wait(self) -> Checkpoint | None:
+        """Wait for a non-blocking save to commit; raise its error if it failed (once)."""
+        pending, self._pending = self._pending, None
+        result = None
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                result = pending.result()
+        error, self._background_error = self._background_error, None
+        if error is not None:
+            raise error
+        return result
+
+    def close(self) -> None:
+        """Wait for any save in flight and release the background thread."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    # -- seal -> publish -> advance pointers -> update index -> gc -------------------------------------
+    def commit(self, tx: SaveTransaction) -> Checkpoint:
+        """Seal and publish ``tx``, then run the store's steps after the commit.
+
+        Publishing is one call, after everything is sealed: where a sharded save would wait until every
+        rank's part is sealed before the one commit point.
+        """
+        started = time.monotonic()
+        tx._check_closed()
+        manifest = self._publisher.seal(tx)  # seal: every file hashed and durable, the manifest built
+        self._publisher.publish(tx, manifest)  # publish: the commit point
+        checkpoint = Checkpoint(self._source, self._layout.epoch_key(tx.epoch), manifest)
+        # The commit point is behind us: from here on nothing may look like "nothing was saved".
+        self._account(tx, checkpoint, started)
+        self._after_publish(tx, checkpoint)
+        return checkpoint
+
+    def _account(self, tx: SaveTransaction, checkpoint: Checkpoint, started: float) -> None:
+        """Count the commit in the store's stats and log it."""
+        manifest = checkpoint.manifest
+        elapsed = time.monotonic() - tx._started
+        size = manifest.total_size
+        rate = size / max(time.monotonic() - started, 1e-9) / 1e6
+        self._stats["saved"] += 1
+        self._stats["bytes"] += size
+        self._stats["seconds"] += elapsed
+        self.log(
+            "COMMIT",
+            f"epoch={tx.epoch} files={len(manifest.files)} size={human(size)} "
+            f"in {elapsed:.3f}s ({rate:.0f} MB/s commit) {fmt_metrics(manifest.metrics)}",
+        )
+
+    def _after_publish(self, tx: SaveTransaction, checkpoint: Checkpoint) -> None:
+        """Advance the pointers, update the index, gc (the store's); a failure there is a warning, not an error."""
+        try:
+            self._after_commit(checkpoint, tx.decision)
+        except Exception as exc:
+            self._caches_stale()
+            message = (
+                f"epoch {tx.epoch} is committed at {checkpoint.url}, but a step after the commit failed "
+                f"({type(exc).__name__}: {exc}); the best/last pointers, index.json or the keep policy may lag "
+                "until the next call of this store, which repairs them from the manifests"
+            )
+            self.log("WARNING", message, logging.WARNING)
+            warnings.warn(message, PostCommitWarning, stacklevel=6)
