@@ -56,6 +56,7 @@ MUST_NOT_IMPORT_STORE: tuple[str, ...] = (
     "ckptstore.pointers",
     "ckptstore.gc",
     "ckptstore.restart",
+    "ckptstore.context",
 )
 """Modules (``fnmatch`` patterns) that must not reach ``ckptstore.store``, directly or through others."""
 
@@ -96,6 +97,7 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.commit.record",
     "ckptstore.commit.rename",
     "ckptstore.config",
+    "ckptstore.context",
     "ckptstore.errors",
     "ckptstore.find",
     "ckptstore.gc",

@@ -25,15 +25,15 @@ from typing import Any
 import attrs
 
 from . import _crash
-from ._boundary import RecordLock, backend_errors, parse_json, pid_alive
-from .backends.base import Backend, PendingUpload
+from ._boundary import backend_errors, parse_json, pid_alive
+from .backends.base import PendingUpload
 from .catalog import best_of
 from .checkpoint import Checkpoint
+from .context import Part, StoreContext
 from .errors import CkptStoreError
 from .index import Index
 from .layout import CLAIM_FILE, EPOCHS, RETIRED, TRASH, WORK, Layout, tail
 from .manifests import Manifests
-from .oplog import OpLog
 from .pointers import Pointers
 from .policies import CheckpointInfo, GcDecision, KeepPolicy, Mode, plan_gc
 
@@ -88,7 +88,7 @@ class KeepRules:
     work_grace_seconds: float
 
 
-class Collector:
+class Collector(Part):
     """gc for one store.
 
     Args:
@@ -100,7 +100,6 @@ class Collector:
         index: Updated before anything is deleted.
         pointers: Protected epochs (best, last, pins).
         rules: The keep policy and what it applies to.
-        parent: The epoch this run resumed from (never deleted by it), read at each gc.
         active_work: Names of this store's own staging directories in use.
         host: This host's name as staging directory names record it.
         reap: Removes an abandoned uncommitted epoch folder on an object store (the claims' job).
@@ -111,16 +110,12 @@ class Collector:
 
     def __init__(
         self,
+        ctx: StoreContext,
         *,
-        backend: Backend,
-        url: str,
-        lock: RecordLock,
-        log: OpLog,
         manifests: Manifests,
         index: Index,
         pointers: Pointers,
         rules: KeepRules,
-        parent: Callable[[], int | None],
         active_work: Callable[[], Collection[str]],
         host: Callable[[], str],
         reap: Callable[[str], bool],
@@ -128,15 +123,11 @@ class Collector:
         deleted: Callable[[], None],
         writable: Callable[[], bool],
     ) -> None:
-        self._backend = backend
-        self._url = url
-        self._lock = lock
-        self._log = log
+        super().__init__(ctx)
         self._manifests = manifests
         self._index = index
         self._pointers = pointers
         self._rules = rules
-        self._parent = parent
         self._active_work = active_work
         self._host = host
         self._reap = reap
@@ -201,7 +192,7 @@ class Collector:
             for c in sorted(checkpoints, key=lambda c: c.epoch)
         ]
         protected = self._pointers.protected()
-        parent = self._parent()
+        parent = self._ctx.parent()
         if parent is not None:
             protected.setdefault(parent, "this run resumed from it")
         monitor = rules.monitor

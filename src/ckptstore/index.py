@@ -14,14 +14,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._boundary import CAS_ATTEMPTS, parse_json
 from ._validate import check_metrics
-from .backends.base import Backend
 from .checkpoint import Checkpoint
+from .context import Part, StoreContext
 from .errors import InvalidArgumentError
 from .layout import EPOCHS, INDEX_FILE, Layout
 from .manifest import MAX_EPOCH, MAX_TIME_NS
@@ -34,7 +33,7 @@ logger = logging.getLogger("ckptstore")
 INDEX_FORMAT = "ckptstore.index"
 
 
-class Index:
+class Index(Part):
     """The index of one store.
 
     Args:
@@ -45,18 +44,8 @@ class Index:
         manifests: Where the truth is, for rebuilding.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        layout: Layout,
-        url: str,
-        lock: Callable[[], AbstractContextManager[None]],
-        manifests: Manifests,
-    ) -> None:
-        self._backend = backend
-        self._layout = layout
-        self._url = url
-        self._lock = lock
+    def __init__(self, ctx: StoreContext, manifests: Manifests) -> None:
+        super().__init__(ctx)
         self._manifests = manifests
 
     def entries(self) -> dict[str, Any] | None:

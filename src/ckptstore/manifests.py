@@ -16,8 +16,8 @@ from typing import Any
 
 from ._boundary import backend_errors
 from ._validate import check_epoch
-from .backends.base import Backend
 from .checkpoint import Checkpoint, CheckpointSource
+from .context import Part, StoreContext
 from .errors import (
     CheckpointNotFoundError,
     InvalidArgumentError,
@@ -35,7 +35,7 @@ Scan = tuple[builtins.list[Checkpoint], builtins.list[tuple[str, Exception]]]
 """Committed checkpoints, and ``(key, why)`` of folders under ``epochs/`` that are not valid ones."""
 
 
-class Manifests:
+class Manifests(Part):
     """The commit records of one store.
 
     Args:
@@ -45,10 +45,8 @@ class Manifests:
         source: What the checkpoints it returns read through (the store).
     """
 
-    def __init__(self, backend: Backend, layout: Layout, url: str, source: CheckpointSource) -> None:
-        self._backend = backend
-        self._layout = layout
-        self._url = url
+    def __init__(self, ctx: StoreContext, source: CheckpointSource) -> None:
+        super().__init__(ctx)
         self._source = source
 
     def parse(self, key: str, data: bytes) -> Manifest:

@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._boundary import CAS_ATTEMPTS, RecordLock, backend_errors, parse_json
+from ._boundary import CAS_ATTEMPTS, backend_errors, parse_json
 from .backends.base import Backend
 from .catalog import best_of
 from .checkpoint import Checkpoint
+from .context import Part, StoreContext
 from .errors import CheckpointNotFoundError, CkptStoreError, CommitFailedError, UnsafeEntryError
 from .layout import EPOCHS, PINS, POINTER_NAMES, Layout
 from .manifests import Manifests
-from .oplog import OpLog
 from .policies import Mode, is_better
 
 __all__ = ["Pointers", "pointer_monitor"]
@@ -55,7 +55,7 @@ def _pointer_epoch(raw: bytes | None) -> int | None:
     return None
 
 
-class Pointers:
+class Pointers(Part):
     """The pointers and pins of one store.
 
     Args:
@@ -69,23 +69,9 @@ class Pointers:
         monitor: The store's monitor (None: no best pointer) and its mode.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        layout: Layout,
-        url: str,
-        writer_id: str,
-        lock: RecordLock,
-        log: OpLog,
-        manifests: Manifests,
-        monitor: tuple[str | None, Mode],
-    ) -> None:
-        self._backend = backend
-        self._layout = layout
-        self._url = url
-        self._writer_id = writer_id
-        self._lock = lock
-        self._log = log
+    def __init__(self, ctx: StoreContext, manifests: Manifests, monitor: tuple[str | None, Mode]) -> None:
+        super().__init__(ctx)
+        self._writer_id = ctx.writer_id
         self._manifests = manifests
         self._monitor, self._mode = monitor
 

@@ -15,20 +15,19 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from ._boundary import RecordLock, backend_errors
-from .backends.base import Backend
+from ._boundary import backend_errors
 from .checkpoint import Checkpoint
+from .context import Part, StoreContext
 from .errors import CheckpointNotFoundError, UnsafeEntryError, VerificationError
 from .index import Index
 from .layout import CLAIM_FILE, RETIRED, Layout, tail
 from .manifests import Manifests
-from .oplog import OpLog
 from .pointers import Pointers
 
 __all__ = ["Restarter"]
 
 
-class Restarter:
+class Restarter(Part):
     """Restart, rollback and retire for one store.
 
     Args:
@@ -44,19 +43,13 @@ class Restarter:
 
     def __init__(
         self,
-        backend: Backend,
-        url: str,
-        lock: RecordLock,
-        log: OpLog,
+        ctx: StoreContext,
         manifests: Manifests,
         index: Index,
         pointers: Pointers,
         recompute_best: Callable[[], None],
     ) -> None:
-        self._backend = backend
-        self._url = url
-        self._lock = lock
-        self._log = log
+        super().__init__(ctx)
         self._manifests = manifests
         self._index = index
         self._pointers = pointers

@@ -144,40 +144,29 @@ class CheckpointStore:
         self._descriptor, self.config, self._writable = opened.descriptor, opened.config, opened.writable
         self.single_writer = not self._caps.create_only
         self.width: int = self._descriptor["width"]
-        self._layout = Layout(self.width)
-        self._manifests = Manifests(self._fs, self._layout, self.url, self)
-        self._index = Index(self._fs, self._layout, self.url, self._record_lock, self._manifests)
         self.store_id: str = self._descriptor["store_id"]
         self.run_id: str = self.config.run_id or self.store_id
         self.mode: Mode = self.config.resolved_mode
-        self._pointers = Pointers(
-            self._fs,
-            self._layout,
-            self.url,
-            self._writer_id,
-            self._record_lock,
-            self._oplog,
-            self._manifests,
-            (self.config.monitor, self.mode),
-        )
-        self._restarter = Restarter(
-            self._fs,
-            self.url,
-            self._record_lock,
-            self._oplog,
-            self._manifests,
-            self._index,
-            self._pointers,
-            self._recompute_best,
-        )
-        self._claims = claims.Claims(
-            self._fs, self._layout, self.url, self._writer_id, self.run_id, self.config.work_grace_seconds, self._oplog
-        )
-        self._collector = Collector(
+        self._rules = self.config.save_rules
+        # The parts, each handed the context (backend, layout, url, lock, log, who writes) and what it uses.
+        self._layout = Layout(self.width)
+        target = Target(
             backend=self._fs,
+            layout=self._layout,
             url=self.url,
             lock=self._record_lock,
             log=self._oplog,
+            writer_id=self._writer_id,
+            run_id=self.run_id,
+            parent=lambda: self._parent,
+        )
+        self._manifests = Manifests(target, self)
+        self._index = Index(target, self._manifests)
+        self._pointers = Pointers(target, self._manifests, (self.config.monitor, self.mode))
+        self._restarter = Restarter(target, self._manifests, self._index, self._pointers, self._recompute_best)
+        self._claims = claims.Claims(target, self.config.work_grace_seconds)
+        self._collector = Collector(
+            target,
             manifests=self._manifests,
             index=self._index,
             pointers=self._pointers,
@@ -188,17 +177,12 @@ class CheckpointStore:
                 mode=self.mode,
                 work_grace_seconds=self.config.work_grace_seconds,
             ),
-            parent=lambda: self._parent,
             active_work=lambda: self._active_work,
             host=lambda: claims.HOST,
             reap=self._claims.reap,
             abandoned=lambda info, now_ns: self._claims.abandoned(info, now_ns, for_gc=True),
             deleted=self._count_deletion,
             writable=lambda: self._writable,
-        )
-        self._rules = self.config.save_rules
-        target = Target(
-            self._fs, self._layout, self.url, self._writer_id, self.run_id, lambda: self._parent, self._oplog
         )
         self._pipeline = Pipeline(
             source=self,

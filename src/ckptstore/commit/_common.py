@@ -14,7 +14,6 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,11 +22,10 @@ import attrs
 from .._nofollow import regular_files
 from .._validate import RESERVED_NAMES, check_file_set, check_key_length, check_relpath
 from .._version import __version__
-from ..backends.base import Backend
+from ..context import StoreContext
 from ..errors import ManifestError, UnsafePathError
 from ..layout import Layout
 from ..manifest import Manifest
-from ..oplog import OpLog
 from . import claims
 
 if TYPE_CHECKING:
@@ -64,27 +62,12 @@ class Publisher(Protocol):
         ...
 
 
-@attrs.frozen
-class Target:
-    """The store a strategy publishes into, and what its manifests record of the writer.
+@attrs.frozen(kw_only=True)
+class Target(StoreContext):
+    """The store a strategy publishes into (its context), and the manifest it writes there.
 
-    Attributes:
-        backend: The store's backend.
-        layout: The store's key names.
-        url: The store's URL, for messages (redacted).
-        writer_id: This writer's id.
-        run_id: The run the manifests record.
-        parent: The epoch this run resumed from, read at commit time (None for a fresh run).
-        log: The store's log.
+    The writer id, run id and parent of the context are what the manifests record of the writer.
     """
-
-    backend: Backend
-    layout: Layout
-    url: str
-    writer_id: str
-    run_id: str
-    parent: Callable[[], int | None]
-    log: OpLog
 
     def manifest(self, tx: SaveTransaction) -> Manifest:
         """The manifest of ``tx``, whose files are all written and hashed."""

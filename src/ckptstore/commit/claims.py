@@ -29,9 +29,9 @@ import attrs
 from .. import oplog
 from .._boundary import backend_errors, parse_json, pid_alive
 from ..backends.base import Backend
+from ..context import Part, StoreContext
 from ..errors import CommitConflictError
 from ..layout import CLAIM_FILE, MANIFEST_FILE, Layout
-from ..oplog import OpLog
 
 __all__ = ["HOST", "Claim", "Claims", "new_writer_id"]
 
@@ -81,7 +81,7 @@ def _age(info: Mapping[str, Any]) -> str:
     return f"{(time.time_ns() - claimed) / 1e9:.0f}s"
 
 
-class Claims:
+class Claims(Part):
     """The claims of one store's writer.
 
     Args:
@@ -94,23 +94,11 @@ class Claims:
         log: The store's log.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        layout: Layout,
-        url: str,
-        writer_id: str,
-        run_id: str,
-        work_grace_seconds: float,
-        log: OpLog,
-    ) -> None:
-        self._backend = backend
-        self._layout = layout
-        self._url = url
-        self._writer_id = writer_id
-        self._run_id = run_id
+    def __init__(self, ctx: StoreContext, work_grace_seconds: float) -> None:
+        super().__init__(ctx)
+        self._writer_id = ctx.writer_id
+        self._run_id = ctx.run_id
         self.grace = work_grace_seconds
-        self._log = log
 
     def _record(self, epoch: int) -> bytes:
         return json.dumps(
