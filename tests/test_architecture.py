@@ -57,6 +57,8 @@ MUST_NOT_IMPORT_STORE: tuple[str, ...] = (
     "ckptstore.gc",
     "ckptstore.restart",
     "ckptstore.context",
+    "ckptstore.metadata",
+    "ckptstore.find",
 )
 """Modules (``fnmatch`` patterns) that must not reach ``ckptstore.store``, directly or through others."""
 
@@ -112,6 +114,7 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.layout",
     "ckptstore.manifest",
     "ckptstore.manifests",
+    "ckptstore.metadata",
     "ckptstore.oplog",
     "ckptstore.pipeline",
     "ckptstore.pointers",

@@ -28,7 +28,7 @@ from .errors import (
 )
 from .retry import describe_error, http_status, is_auth_failure, is_transient
 
-__all__ = ["CAS_ATTEMPTS", "RecordLock", "backend_errors", "parse_json", "pid_alive"]
+__all__ = ["CAS_ATTEMPTS", "RecordLock", "backend_errors", "enforces_create_only", "parse_json", "pid_alive"]
 
 CAS_ATTEMPTS = 50
 """How often a compare-and-swap of a shared record (pointer, index, claim, metadata) is retried."""
@@ -140,3 +140,17 @@ class RecordLock:
                 yield
             finally:
                 self._held.depth = 0
+
+
+def enforces_create_only(backend: Backend, key: str) -> bool:
+    """True if ``backend`` refuses a second create-only write of ``key`` (a probe object, removed after).
+
+    Some S3-compatible servers and emulators accept the precondition and ignore it; a store on such a
+    backend must run in single-writer mode.
+    """
+    try:
+        first = backend.create_only(key, b"1")
+        second = backend.create_only(key, b"2")
+    finally:
+        backend.delete(key)
+    return first and not second

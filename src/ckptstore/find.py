@@ -20,10 +20,12 @@ from typing import IO, Any
 
 import attrs
 
+from ._validate import RESERVED_NAMES
 from .backends.base import Backend
 from .backends.registry import open_backend
 from .checksum import copy_hashing
 from .errors import CheckpointNotFoundError, InvalidArgumentError
+from .layout import EPOCHS, INTERNAL_FILES, INTERNAL_FOLDERS, POINTER_NAMES
 from .resolve import most_recent, select_by_value
 
 __all__ = [
@@ -227,3 +229,24 @@ def select_max(
 
 def _show(pattern: str | re.Pattern[str]) -> str:
     return repr(pattern.pattern if isinstance(pattern, re.Pattern) else pattern)
+
+
+def store_files(backend: Backend, committed: Mapping[str, int]) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """The files :func:`latest_match` and :func:`value_match` search in a store: path -> (size, mtime ns).
+
+    The user files of committed checkpoints (``committed``: folder name -> epoch; the second result
+    maps each such file to its epoch) and files other tools put in the store; never ckptstore's own
+    records (manifests, claims, the index, pointers, the log) or uncommitted saves.
+    """
+    files: dict[str, tuple[int, int]] = {}
+    owner: dict[str, int] = {}
+    for path, stat in backend.stat_files("").items():
+        parts = path.split("/")
+        if parts[0] == EPOCHS:
+            if len(parts) < 3 or parts[1] not in committed or parts[-1] in RESERVED_NAMES:
+                continue
+            owner[path] = committed[parts[1]]
+        elif parts[0] in INTERNAL_FOLDERS or path in INTERNAL_FILES or parts[0] in POINTER_NAMES:
+            continue
+        files[path] = stat
+    return files, owner

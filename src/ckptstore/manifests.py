@@ -105,6 +105,10 @@ class Manifests(Part):
             raise CheckpointNotFoundError(f"no checkpoint for epoch {epoch} in {self._url}") from None
         return Checkpoint(self._source, key, manifest)
 
+    def committed(self, epoch: int) -> bool:
+        """True if ``epoch`` has a manifest (no validation: the cheap ``epoch in store``)."""
+        return self._backend.exists(Layout.manifest_key(self._layout.epoch_key(epoch)))
+
     def get_or_none(self, epoch: int | None) -> Checkpoint | None:
         """:meth:`get`, or None when ``epoch`` is None or names no valid checkpoint."""
         if epoch is None:

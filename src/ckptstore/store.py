@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import errno
-import json
 import logging
 import os
 import re
@@ -40,15 +38,13 @@ from typing import IO, Any, Literal
 import attrs
 
 from . import _crash
-from ._boundary import CAS_ATTEMPTS, RecordLock
+from ._boundary import RecordLock, enforces_create_only
 from ._boundary import backend_errors as _backend_errors
 from ._progress import ProgressOption
 from ._redact import redact_url
 from ._validate import (
-    RESERVED_NAMES,
     check_count,
     check_epoch,
-    check_metadata,
     check_metrics,
     check_optional_text,
 )
@@ -56,14 +52,13 @@ from .backends.base import Backend, Capabilities
 from .backends.registry import open_backend
 from .backends.retrying import RetryingBackend
 from .catalog import best_of, ordered
-from .checkpoint import EVALUATION_KEY, MANIFEST_FILE, METADATA_FILE, Checkpoint
+from .checkpoint import EVALUATION_KEY, Checkpoint
 from .commit import claims
 from .commit._common import Target
 from .config import StoreConfig, open_descriptor
 from .errors import (
     CheckpointNotFoundError,
     CkptStoreError,
-    CommitFailedError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     SerializerError,
@@ -71,11 +66,12 @@ from .errors import (
     StoreNotWritableError,
     VerificationError,
 )
-from .find import FileMatch, latest_match, value_match
+from .find import FileMatch, latest_match, store_files, value_match
 from .gc import Collector, GcReport, KeepRules
 from .index import Index
-from .layout import INTERNAL_FILES, INTERNAL_FOLDERS, POINTER_LOCK, POINTER_NAMES, Layout
+from .layout import POINTER_LOCK, Layout
 from .manifests import Manifests
+from .metadata import Metadata
 from .oplog import OpLog, render_table, stats_text
 from .pipeline import Pipeline, choose_publisher
 from .pointers import Pointers
@@ -165,6 +161,7 @@ class CheckpointStore:
         self._pointers = Pointers(target, self._manifests, (self.config.monitor, self.mode))
         self._restarter = Restarter(target, self._manifests, self._index, self._pointers, self._recompute_best)
         self._claims = claims.Claims(target, self.config.work_grace_seconds)
+        self._metadata = Metadata(target, self._index)
         self._collector = Collector(
             target,
             manifests=self._manifests,
@@ -232,24 +229,16 @@ class CheckpointStore:
             self._probed = True
             return
         self._probed = True
-        key = f"probe/{self._writer_id}.{uuid.uuid4().hex[:8]}"
         with _backend_errors(self._fs, "probe create-only writes"):
-            try:
-                first = self._fs.create_only(key, b"1")
-                second = self._fs.create_only(key, b"2")
-            finally:
-                self._fs.delete(key)
-        if first and not second:
-            self.single_writer = False
-            return
-        self.single_writer = True
-        message = (
-            f"the {self._fs.scheme} backend at {self.url} claims create-only writes but did not enforce one "
-            "(a second create-only write of a probe object succeeded); running in single-writer mode: "
-            "do not let two processes save to this store at once"
-        )
-        warnings.warn(message, SingleWriterWarning, stacklevel=5)
-        logger.warning("%s", message)
+            self.single_writer = not enforces_create_only(self._fs, f"probe/{self._writer_id}.{uuid.uuid4().hex[:8]}")
+        if self.single_writer:
+            message = (
+                f"the {self._fs.scheme} backend at {self.url} claims create-only writes but did not enforce one "
+                "(a second create-only write of a probe object succeeded); running in single-writer mode: "
+                "do not let two processes save to this store at once"
+            )
+            warnings.warn(message, SingleWriterWarning, stacklevel=5)
+            logger.warning("%s", message)
 
     # -- naming -------------------------------------------------------------------------------------
     def _name(self, epoch: int) -> str:
@@ -450,24 +439,9 @@ class CheckpointStore:
     def _update_metadata(
         self, checkpoint: Checkpoint, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
     ) -> dict[str, Any]:
-        """Apply ``change`` to a checkpoint's ``METADATA.json`` by compare-and-swap, then to the index."""
+        """Apply ``change`` to a checkpoint's metadata (the :class:`~ckptstore.checkpoint.CheckpointSource` hook)."""
         self._check_writable()
-        key = f"{checkpoint.key}/{METADATA_FILE}"
-        with _backend_errors(self._fs, f"update metadata of epoch {checkpoint.epoch}"), self._pointer_lock():
-            for _attempt in range(CAS_ATTEMPTS):
-                current, version, exists = checkpoint._read_metadata()
-                updated = check_metadata(change(dict(current)))
-                if self._fs.write_if(key, json.dumps(updated, indent=1).encode(), version if exists else None):
-                    break
-            else:
-                raise CommitFailedError(errno.EAGAIN, f"could not update metadata of epoch {checkpoint.epoch}")
-            if not self._fs.exists(f"{checkpoint.key}/{MANIFEST_FILE}"):  # deleted meanwhile: leave nothing
-                self._fs.delete(key)
-                raise CheckpointNotFoundError(f"epoch {checkpoint.epoch} was deleted while its metadata changed")
-            self._index.update(metadata={checkpoint.name: updated})
-        checkpoint._metadata = updated
-        self._log("METADATA", f"epoch {checkpoint.epoch}: {what}")
-        return updated
+        return self._metadata.update(checkpoint, change, what)
 
     # -- reading ------------------------------------------------------------------------------------
     def _scan(self, *, use_index: bool = True) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
@@ -551,22 +525,9 @@ class CheckpointStore:
 
     # -- finding, evaluating, fetching ----------------------------------------------------------------
     def _committed_files(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-        """Files of committed checkpoints and files outside ckptstore's own folders: path -> (size, mtime)."""
-        committed = {c.name: c.epoch for c in self._scan()[0]}
-        files: dict[str, tuple[int, int]] = {}
-        owner: dict[str, int] = {}
+        """Files of committed checkpoints and files outside ckptstore's own folders (see :func:`store_files`)."""
         with _backend_errors(self._fs, "list files"):
-            stats = self._fs.stat_files("")
-        for path, stat in stats.items():
-            parts = path.split("/")
-            if parts[0] == "epochs":
-                if len(parts) < 3 or parts[1] not in committed or parts[-1] in RESERVED_NAMES:
-                    continue
-                owner[path] = committed[parts[1]]
-            elif parts[0] in INTERNAL_FOLDERS or path in INTERNAL_FILES or parts[0] in POINTER_NAMES:
-                continue
-            files[path] = stat
-        return files, owner
+            return store_files(self._fs, {c.name: c.epoch for c in self._scan()[0]})
 
     def resolve_latest(self, pattern: str | re.Pattern[str]) -> FileMatch:
         """The newest file in the store matching a Keras template, glob or regex (see :func:`ckptstore.resolve_latest`).
@@ -690,7 +651,7 @@ class CheckpointStore:
     def __contains__(self, epoch: object) -> bool:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             return False
-        return self._fs.exists(f"{self._epoch_key(epoch)}/{MANIFEST_FILE}")
+        return self._manifests.committed(epoch)
 
     def latest(self) -> Checkpoint:
         """The most recent checkpoint: the ``last`` pointer, else the highest committed epoch.
