@@ -3,7 +3,8 @@
 A :class:`Checkpoint` is a view of a directory that has a valid manifest; it never changes what it
 points at. Everything it returns was promised by the manifest, and :meth:`Checkpoint.verify` checks
 the promise byte for byte: a changed, truncated, missing or extra file raises a typed error that
-names the file.
+names the file. Copying the files out (:meth:`Checkpoint.download`, :meth:`Checkpoint.local_path`)
+is :mod:`ckptstore.transfer`'s work; a checkpoint hands it the backend, its key and its manifest.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import datetime as _dt
 import json
 import math
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,17 +21,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import xxhash
 
-from ._progress import ProgressOption, make_progress
+from ._progress import ProgressOption
 from ._validate import RESERVED_NAMES, check_metadata, check_relpath
-from .checksum import copy_hashing, hash_file, hash_stream
+from .checksum import hash_file, hash_stream
 from .errors import (
     CheckpointNotFoundError,
-    ChecksumMismatchError,
     CkptStoreError,
-    DestinationExistsError,
     IncompleteCheckpointError,
     InvalidArgumentError,
-    InvalidArgumentTypeError,
     ManifestError,
     SerializerError,
     UnexpectedFileError,
@@ -42,6 +37,9 @@ from .errors import (
 from .manifest import FileEntry, Manifest
 from .serializers import CheckpointFiles, Serializer, get_serializer
 from .serializers._reader import checkpoint_files
+from .transfer import TRANSFER_THREADS as TRANSFER_THREADS  # re-exported: uploads use it too
+from .transfer import check_entry, scratch_folder
+from .transfer import download as _download
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -53,8 +51,6 @@ METADATA_FILE = "METADATA.json"
 EVALUATION_KEY = "evaluation"
 """The metadata key under which :meth:`CheckpointStore.evaluate` records its results."""
 _UNIX_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-TRANSFER_THREADS = 4
-"""Files copied at once by downloads and uploads (each buffers at most one part)."""
 
 
 class CheckpointSource(Protocol):
@@ -300,7 +296,7 @@ class Checkpoint:
         entry = self._entry(name)
         data = self._source.backend.read_bytes(f"{self.key}/{entry.path}")
         if verify:
-            _check_entry(f"{self.url}/{entry.path}", entry, len(data), xxhash.xxh3_128_hexdigest(data))
+            check_entry(f"{self.url}/{entry.path}", entry, len(data), xxhash.xxh3_128_hexdigest(data))
         return data
 
     # -- integrity ------------------------------------------------------------------------------------
@@ -356,7 +352,7 @@ class Checkpoint:
         with ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-verify") as pool:
             results = list(pool.map(lambda e: (e, digest(e)), listed.values()))
         for entry, (size, found) in results:
-            _check_entry(f"{self.url}/{entry.path}", entry, size, found)
+            check_entry(f"{self.url}/{entry.path}", entry, size, found)
 
     # -- loading --------------------------------------------------------------------------------------
     def load(self, serializer: str | Serializer | None = None, *, verify: bool = True, **kwargs: Any) -> Any:
@@ -431,41 +427,9 @@ class Checkpoint:
                 stands where a file goes; checked before anything is written.
             InvalidArgumentTypeError: ``dest`` is not a path.
         """
-        if not isinstance(dest, (str, os.PathLike)):
-            raise InvalidArgumentTypeError(f"download() needs a destination path, got {type(dest).__name__}")
-        target = Path(dest)
-        _check_destination(target, [*(e.path for e in self.manifest.files), MANIFEST_FILE], self.epoch)
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:  # it appeared meanwhile
-            raise DestinationExistsError(f"cannot download epoch {self.epoch} into {target}: {exc}") from None
-        fs = self._source.backend
-        bar = make_progress(progress, self.size, f"download epoch {self.epoch}")
-
-        def fetch(entry: FileEntry) -> None:
-            out = target / entry.path
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.part"
-            try:
-                with fs.open_read(f"{self.key}/{entry.path}") as src, open(tmp, "xb") as dst:
-                    size, digest = copy_hashing(src, dst, bar)
-                if verify:
-                    _check_entry(f"{self.url}/{entry.path}", entry, size, digest)
-                os.replace(tmp, out)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-
-        try:
-            with ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-get") as pool:
-                for future in [pool.submit(fetch, e) for e in self.manifest.files]:
-                    future.result()
-        finally:
-            if bar is not None:
-                bar.close()
-        (target / MANIFEST_FILE).write_bytes(fs.read_bytes(f"{self.key}/{MANIFEST_FILE}"))
-        return target
+        return _download(
+            self._source.backend, self.key, self.url, self.manifest, dest, verify=verify, progress=progress
+        )
 
     @contextlib.contextmanager
     def local_path(self, *, verify: bool = True, progress: ProgressOption = None) -> Iterator[Path]:
@@ -484,11 +448,8 @@ class Checkpoint:
                 self.verify()
             yield local
             return
-        scratch = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self.name}-"))
-        try:
+        with scratch_folder(self.name) as scratch:
             yield self.download(scratch, verify=verify, progress=progress)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     def info(self) -> Mapping[str, Any]:
         """A JSON-friendly summary (epoch, time, size, metrics, metadata, files)."""
@@ -502,41 +463,3 @@ class Checkpoint:
             "files": {p: {"size": f.size, "xxh3_128": f.xxh3_128} for p, f in self.files.items()},
             "url": self.url,
         }
-
-
-def _check_destination(target: Path, names: Iterable[str], epoch: int) -> None:
-    """Refuse a download destination that is in the way, before anything is written.
-
-    ``target`` and its parents must be folders (or not exist); below it, a folder must not stand
-    where a file goes, nor a file where a folder goes.
-    """
-    where = f"cannot download epoch {epoch} into {target}"
-    for path in (target, *target.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise DestinationExistsError(f"{where}: {path} is a file, not a folder; choose another destination")
-            break
-    if not target.is_dir():
-        return  # nothing below it yet
-    folders: set[str] = set()
-    for name in names:
-        if (target / name).is_dir():
-            raise DestinationExistsError(f"{where}: {target / name} is a folder where the file {name!r} goes")
-        folder = name.rpartition("/")[0]
-        while folder and folder not in folders:
-            folders.add(folder)
-            folder = folder.rpartition("/")[0]
-    for folder in sorted(folders):
-        path = target / folder
-        if path.exists() and not path.is_dir():
-            raise DestinationExistsError(f"{where}: {path} is a file where the folder {folder!r} goes")
-
-
-def _check_entry(where: str, entry: FileEntry, size: int, digest: str) -> None:
-    if size != entry.size:
-        raise ChecksumMismatchError(
-            f"{where}: size {size} differs from the manifest's {entry.size}"
-            + (" (truncated)" if size < entry.size else "")
-        )
-    if digest != entry.xxh3_128:
-        raise ChecksumMismatchError(f"{where}: xxh3-128 {digest} differs from the manifest's {entry.xxh3_128}")

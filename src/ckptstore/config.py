@@ -24,9 +24,7 @@ from typing import Any
 import attrs
 
 from ._boundary import CAS_ATTEMPTS, backend_errors, parse_json
-from ._progress import ProgressOption
-from ._redact import redact
-from ._validate import (
+from ._options import (
     is_bool,
     is_choice,
     is_instance,
@@ -37,6 +35,8 @@ from ._validate import (
     is_real,
     is_text,
 )
+from ._progress import ProgressOption
+from ._redact import redact
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .errors import (

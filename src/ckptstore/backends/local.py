@@ -11,6 +11,7 @@ It also keeps the store's root a boundary (DESIGN.md section 3, guarantee 9): no
 through a symlink below the root, and no symlink, FIFO, socket or device inside the store is followed
 or opened; such an entry is refused with :class:`~ckptstore.errors.UnsafeEntryError` naming it. The
 root itself may be a symlink, and the ``best``/``last`` pointer links are only ever replaced whole.
+The directory-descriptor primitives these rules rest on are in :mod:`ckptstore.backends._localfs`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .._nofollow import NOFOLLOW, kind, open_regular, regular_files, unsafe
+from .._nofollow import NOFOLLOW, kind, open_regular, regular_files
 from ..errors import StoreNotWritableError, UnsafeEntryError, UnsafePathError
+from ._localfs import (
+    DIR_FLAGS,
+    checked_path,
+    create_exclusive_at,
+    fsync_fd,
+    refuse_unsafe,
+    remove_tree_at,
+    rename_dir_at,
+    replace_via_temp,
+    step_into,
+    write_new,
+)
 from .base import Backend, Capabilities
 
 __all__ = ["PATH_MAX", "LocalBackend"]
@@ -38,30 +50,6 @@ try:  # POSIX advisory locks; absent on Windows.
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
-
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-
-def _replace_via_temp(dir_fd: int, name: str, make: Callable[[str], None]) -> None:
-    """Make a temporary entry with ``make(tmp)`` beside ``name``, ``os.replace`` it onto ``name``, fsync the folder."""
-    tmp = f".{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        make(tmp)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-    _fsync_fd(dir_fd)
-
-
-def _fsync_fd(fd: int) -> None:
-    """Fsync a descriptor; a filesystem that refuses fsync on a directory is not an error."""
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # pragma: no cover - some filesystems refuse fsync on a directory
-        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
-            raise
 
 
 class LocalBackend(Backend):
@@ -149,40 +137,8 @@ class LocalBackend(Backend):
             raise UnsafePathError(f"{path} is outside the store at {self.root}") from None
 
     def _checked(self, rel: str, *, whole: bool = False) -> tuple[str, os.stat_result | None]:
-        """``root/rel``, once ``lstat`` showed that no folder on the way to it is a symlink or special file.
-
-        Args:
-            rel: The key.
-            whole: Check ``rel`` itself too (a regular file or a real folder) and return its ``lstat``.
-
-        Returns:
-            The path, and with ``whole`` its ``lstat`` (None if it or a folder on the way is missing;
-            for the root, its ``stat``).
-
-        Raises:
-            UnsafeEntryError: a component is a symlink or a special file.
-            NotADirectoryError: a folder on the way is a file.
-        """
-        parts = self._parts(rel)
-        root = os.fspath(self.root)
-        full = "/".join((root, *parts))
-        found: os.stat_result | None = os.stat(root) if whole and not parts else None
-        path = root
-        folders = len(parts) - 1
-        for i in range(len(parts) if whole else folders):
-            path = f"{path}/{parts[i]}"
-            try:
-                found = os.lstat(path)
-            except FileNotFoundError:
-                return full, None  # nothing below a missing folder exists either
-            mode = found.st_mode
-            if stat.S_ISDIR(mode):
-                continue
-            if kind(mode) is not None:
-                raise unsafe(path, mode)
-            if i < folders:
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-        return full, found
+        """``root/rel``, once ``lstat`` showed no symlink or special file on the way (see :func:`checked_path`)."""
+        return checked_path(self.root, self._parts(rel), whole=whole)
 
     def _open(self, rel: str, flags: int) -> tuple[int, os.stat_result]:
         """Open the regular file ``rel`` (see :func:`~ckptstore._nofollow.open_regular`)."""
@@ -201,46 +157,17 @@ class LocalBackend(Backend):
             UnsafeEntryError: a component is a symlink or a special file.
             FileNotFoundError: a component is missing and ``create`` is False.
         """
-        fd = os.open(self.root, _DIR_FLAGS & ~NOFOLLOW)  # the root itself may be a symlink
+        fd = os.open(self.root, DIR_FLAGS & ~NOFOLLOW)  # the root itself may be a symlink
         try:
             path = self.root
             for part in self._parts(rel):
                 path = path / part
-                inner = self._step(fd, part, path, create)
+                inner = step_into(fd, part, path, create)
                 os.close(fd)
                 fd = inner
             yield fd
         finally:
             os.close(fd)
-
-    @classmethod
-    def _step(cls, parent: int, name: str, path: Path, create: bool) -> int:
-        try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path)) from None
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-                raise
-            mode = os.lstat(name, dir_fd=parent).st_mode
-            if kind(mode) is not None:
-                raise unsafe(path, mode) from None
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o777, dir_fd=parent)
-            _fsync_fd(parent)
-        return cls._step(parent, name, path, False)
-
-    @staticmethod
-    def _refuse_unsafe(dir_fd: int, name: str, shown: Path) -> None:
-        """Raise :class:`UnsafeEntryError` if ``name`` in ``dir_fd`` is a symlink or special file."""
-        try:
-            mode = os.lstat(name, dir_fd=dir_fd).st_mode
-        except FileNotFoundError:
-            return
-        if kind(mode) is not None:
-            raise unsafe(shown, mode)
 
     def _not_our_link(self, rel: str, mode: int) -> UnsafeEntryError:
         what = "a folder" if stat.S_ISDIR(mode) else kind(mode) or "a file"
@@ -279,7 +206,7 @@ class LocalBackend(Backend):
         except OSError:  # pragma: no cover - platforms without directory fds
             return
         try:
-            _fsync_fd(fd)
+            fsync_fd(fd)
         finally:
             os.close(fd)
 
@@ -317,8 +244,8 @@ class LocalBackend(Backend):
         """
         folder, name = self._split(rel)
         with self._folder(folder, create=True) as dir_fd:
-            self._refuse_unsafe(dir_fd, name, self.root / rel)
-            _replace_via_temp(dir_fd, name, lambda tmp: self._write_new(tmp, data, dir_fd=dir_fd))
+            refuse_unsafe(dir_fd, name, self.root / rel)
+            replace_via_temp(dir_fd, name, lambda tmp: write_new(tmp, data, dir_fd=dir_fd))
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` only if it does not exist; the file appears whole or not at all.
@@ -332,40 +259,9 @@ class LocalBackend(Backend):
         folder, name = self._split(rel)
         shown = self.root / rel
         with self._folder(folder, create=True) as dir_fd:
-            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
-            self._write_new(tmp, data, dir_fd=dir_fd)
-            try:  # link(2) fails with EEXIST: create-only, and atomic on NFS too
-                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-            except FileExistsError:
-                self._refuse_unsafe(dir_fd, name, shown)
-                return False
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                # No hard links (some FUSE/SMB mounts): fall back to O_EXCL on the final name.
-                try:
-                    self._write_new(name, data, dir_fd=dir_fd, label=shown)
-                except FileExistsError:
-                    return False
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-            _fsync_fd(dir_fd)
-        return True
+            return create_exclusive_at(dir_fd, name, data, shown)
 
-    @staticmethod
-    def _write_new(
-        path: str | os.PathLike[str], data: bytes, *, dir_fd: int | None = None, label: object = None
-    ) -> None:
-        """Create ``path`` (it must not exist, as a file or a symlink), write ``data`` and fsync it."""
-        fd, _ = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd, label=label)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    _write_new = staticmethod(write_new)
 
     def read_bytes(self, rel: str) -> bytes:
         """Return the content of ``rel``; a symlink or special file is refused without being opened."""
@@ -386,7 +282,7 @@ class LocalBackend(Backend):
                 mode = os.lstat(name, dir_fd=dir_fd).st_mode
                 if not stat.S_ISLNK(mode):
                     raise self._not_our_link(rel, mode)
-            _replace_via_temp(dir_fd, name, lambda tmp: os.symlink(target, tmp, dir_fd=dir_fd))
+            replace_via_temp(dir_fd, name, lambda tmp: os.symlink(target, tmp, dir_fd=dir_fd))
 
     def remove_symlink(self, rel: str) -> None:
         """Remove the symlink ``rel`` (no error if absent); never a file or folder found there.
@@ -422,29 +318,15 @@ class LocalBackend(Backend):
         src_folder, src_name = self._split(src_rel)
         dst_folder, dst_name = self._split(dst_rel)
         with self._folder(src_folder) as src_fd, self._folder(dst_folder, create=True) as dst_fd:
-            try:
-                os.lstat(dst_name, dir_fd=dst_fd)
-            except FileNotFoundError:
-                pass
-            else:
-                raise FileExistsError(errno.EEXIST, "target exists", str(self.root / dst_rel))
-            try:
-                mode = os.lstat(src_name, dir_fd=src_fd).st_mode
-            except FileNotFoundError:
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.root / src_rel)) from None
-            if kind(mode) is not None:
-                raise unsafe(self.root / src_rel, mode)
-            if not stat.S_ISDIR(mode):
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.root / src_rel))
-            try:
-                os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise FileExistsError(errno.EEXIST, "target exists", str(self.root / dst_rel)) from exc
-                raise
-            _fsync_fd(dst_fd)
-            if src_folder != dst_folder:
-                _fsync_fd(src_fd)
+            rename_dir_at(
+                src_fd,
+                src_name,
+                dst_fd,
+                dst_name,
+                src_shown=self.root / src_rel,
+                dst_shown=self.root / dst_rel,
+                same_folder=src_folder == dst_folder,
+            )
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -565,21 +447,7 @@ class LocalBackend(Backend):
         folder, name = self._split(prefix)
         try:
             with self._folder(folder) as dir_fd:
-                try:
-                    mode = os.lstat(name, dir_fd=dir_fd).st_mode
-                except FileNotFoundError:
-                    return True
-                if kind(mode) is not None:
-                    raise unsafe(self.root / prefix, mode)
-                if stat.S_ISDIR(mode):
-                    shutil.rmtree(name, ignore_errors=True, dir_fd=dir_fd)
-                else:
-                    os.unlink(name, dir_fd=dir_fd)
-                try:
-                    os.lstat(name, dir_fd=dir_fd)
-                except FileNotFoundError:
-                    return True
-                return False
+                return remove_tree_at(dir_fd, name, self.root / prefix)
         except FileNotFoundError:
             return True
 
