@@ -61,6 +61,7 @@ MUST_NOT_IMPORT_STORE: tuple[str, ...] = (
     "ckptstore.metadata",
     "ckptstore.find",
     "ckptstore.transfer",
+    "ckptstore.caches",
 )
 """Modules (``fnmatch`` patterns) that must not reach ``ckptstore.store``, directly or through others."""
 
@@ -87,6 +88,7 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.backends.registry",
     "ckptstore.backends.retrying",
     "ckptstore.backends.s3",
+    "ckptstore.caches",
     "ckptstore.catalog",
     "ckptstore.checkpoint",
     "ckptstore.checksum",

@@ -239,6 +239,14 @@ class Pointers(Part):
         with backend_errors(self._backend, "list pins"):
             return sorted(int(n) for n in self._backend.listdir(PINS) if n.isdigit())
 
+    def marks(self) -> dict[int, list[str]]:
+        """The epochs that carry a mark: ``best``, ``last``, ``pinned`` (each read once)."""
+        last, best, pins = self.read("last"), self.read("best"), set(self.pinned())
+        return {
+            epoch: [m for m, on in (("best", epoch == best), ("last", epoch == last), ("pinned", epoch in pins)) if on]
+            for epoch in sorted({e for e in (last, best) if e is not None} | pins)
+        }
+
     def protected(self) -> dict[int, str]:
         """``{epoch: why}`` for every pinned checkpoint and the targets of ``best`` and ``last``."""
         protected: dict[int, str] = dict.fromkeys(self.pinned(), "pinned")

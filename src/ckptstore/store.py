@@ -37,7 +37,6 @@ from typing import IO, Any, Literal
 
 import attrs
 
-from . import _crash
 from ._boundary import RecordLock, enforces_create_only
 from ._boundary import backend_errors as _backend_errors
 from ._progress import ProgressOption
@@ -51,6 +50,7 @@ from ._validate import (
 from .backends.base import Backend, Capabilities
 from .backends.registry import open_backend
 from .backends.retrying import RetryingBackend
+from .caches import Caches
 from .catalog import best_of, ordered
 from .checkpoint import EVALUATION_KEY, Checkpoint
 from .commit import claims
@@ -159,7 +159,8 @@ class CheckpointStore:
         self._manifests = Manifests(target, self)
         self._index = Index(target, self._manifests)
         self._pointers = Pointers(target, self._manifests, (self.config.monitor, self.mode))
-        self._restarter = Restarter(target, self._manifests, self._index, self._pointers, self._recompute_best)
+        self._caches = Caches(target, self._manifests, self._index, self._pointers)
+        self._restarter = Restarter(target, self._manifests, self._index, self._pointers, self._caches.recompute_best)
         self._claims = claims.Claims(target, self.config.work_grace_seconds)
         self._metadata = Metadata(target, self._index)
         self._collector = Collector(
@@ -399,13 +400,9 @@ class CheckpointStore:
         return self._fs.inner if isinstance(self._fs, RetryingBackend) else self._fs
 
     def _after_commit(self, checkpoint: Checkpoint, decision: SaveDecision) -> None:
+        """The stages after publish: advance pointers, update the index (:class:`Caches`), then gc."""
         self._repair_if_stale()
-        with _backend_errors(self._fs, f"update pointers after epoch {checkpoint.epoch}"), self._pointer_lock():
-            self._pointers.advance_last(checkpoint.epoch)
-            _crash.point("after_last")
-            self._pointers.offer_best(checkpoint)
-            self._index.update(add=[checkpoint])
-        _crash.point("after_pointers")
+        self._caches.after_commit(checkpoint)
         if self.config.gc_on_save and self.config.keep is not None:
             self.gc()
 
@@ -746,9 +743,6 @@ class CheckpointStore:
                 self._caches_stale = False  # restart recomputed the pointers from the manifests
         return chosen
 
-    def _recompute_best(self) -> None:
-        self._pointers.recompute_best(self._scan()[0])
-
     def rollback(self, epoch: int, *, verify: bool = True) -> Checkpoint:
         """Re-point ``last`` to ``epoch`` and retire every later epoch.
 
@@ -813,17 +807,11 @@ class CheckpointStore:
         if not self._caches_stale or not self._writable:
             return
         try:
-            with self._pointer_lock():
-                self._index.update(rebuild=True)
-                newest = self._manifests.highest_above(-1)
-                if newest is not None:
-                    self._pointers.advance_last(newest.epoch)
-                self._recompute_best()
+            self._caches.rebuild()
         except (OSError, CkptStoreError) as exc:
             logger.warning("%s: pointers and index.json still need a repair: %s", self.url, exc)
             return
         self._caches_stale = False
-        self._log("REPAIR", "pointers and index.json rebuilt from the manifests after an earlier failure")
 
     # -- verification and reporting ------------------------------------------------------------------
     def verify(self, epoch: int | None = None) -> builtins.list[Checkpoint]:
@@ -881,13 +869,7 @@ class CheckpointStore:
 
     def marks(self) -> dict[int, builtins.list[str]]:
         """The epochs that carry a mark: ``best``, ``last``, ``pinned`` (read once from the pointers and pins)."""
-        last, best, pins = self._pointers.read("last"), self._pointers.read("best"), set(self.pinned())
-        marks: dict[int, builtins.list[str]] = {}
-        for epoch in sorted({e for e in (last, best) if e is not None} | pins):
-            marks[epoch] = [
-                m for m, on in (("best", epoch == best), ("last", epoch == last), ("pinned", epoch in pins)) if on
-            ]
-        return marks
+        return self._pointers.marks()
 
     def table(self) -> str:
         """A plain-text table of every checkpoint with best, last and pinned marked."""
