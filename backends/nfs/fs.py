@@ -185,18 +185,30 @@ class NfsClientFS:
         return 0  # NFS commits directory operations on the server before it answers
 
     def flush(self, path: str | None, fh: int) -> int:
+        # close(2) waits for FLUSH but not for RELEASE (the kernel sends that one in the background), so
+        # the last close of a silly-renamed file removes it here, before close() returns, as an NFS
+        # client does; release() only closes the descriptor (and catches a file flush never saw).
+        with self.mutex:
+            _fd, open_path = self.handles.get(fh, (fh, ""))
+            last = bool(open_path) and self._open_count(open_path) == 1
+        if last:
+            self._remove_silly(open_path)
         return 0
 
     def release(self, path: str | None, fh: int) -> int:
         with self.mutex:
             _fd, open_path = self.handles.pop(fh, (fh, ""))
-            last = open_path and self._open_count(open_path) == 0
+            last = bool(open_path) and self._open_count(open_path) == 0
         os.close(fh)
-        if last and os.path.basename(open_path).startswith(".nfs"):
+        if last:
+            self._remove_silly(open_path)
+        return 0
+
+    def _remove_silly(self, open_path: str) -> None:
+        if os.path.basename(open_path).startswith(".nfs"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._server(open_path))
             self._forget(open_path)
-        return 0
 
     def flock(self, path: str | None, fh: int, op: int) -> int:
         fcntl.flock(fh, op)
