@@ -117,12 +117,8 @@ class Index(Part):
         backend = self._backend
         additions = {c.name: index_entry(c, c._metadata) for c in add if backend.exists(Layout.manifest_key(c.key))}
         reasons = dict(remove) if isinstance(remove, Mapping) else dict.fromkeys(remove, "deleted")
-        if prune:
-            present = set(backend.listdir(EPOCHS))
-            for name in self.entries() or ():
-                if name not in present and name.isdigit() and int(name) not in reasons:
-                    reasons[int(name)] = "gone (deleted by another process)"
         removals = {self._layout.name(e): why for e, why in reasons.items()}
+        present = set(backend.listdir(EPOCHS)) if prune else None
         fresh = self.from_manifests() if rebuild else None
         record: dict[str, Any] = {}
         for _attempt in range(CAS_ATTEMPTS):
@@ -144,7 +140,12 @@ class Index(Part):
                 if isinstance(entries.get(name), dict):
                     entries[name]["metadata"] = md
             now = time.time_ns()
-            for name, why in removals.items():
+            gone_elsewhere = {  # entries whose folder was gone when this update began (a cache may lag, not lie)
+                n: "gone (deleted by another process)"
+                for n in entries
+                if present is not None and n not in present and n not in additions and n.isdigit()
+            }
+            for name, why in {**gone_elsewhere, **removals}.items():
                 gone = entries.pop(name, None)
                 if isinstance(gone, dict):
                     commit = gone.get("commit_id")

@@ -115,8 +115,3 @@ class Layout:
     def pin_key(self, epoch: int) -> str:
         """The marker that pins ``epoch``."""
         return f"{PINS}/{self.name(epoch)}"
-
-    @staticmethod
-    def epoch_of(name: str) -> int | None:
-        """The epoch an ``epochs/`` entry names, or None if it is not an epoch folder name."""
-        return int(name) if name.isdigit() else None

@@ -241,16 +241,6 @@ class CheckpointStore:
             warnings.warn(message, SingleWriterWarning, stacklevel=5)
             logger.warning("%s", message)
 
-    # -- naming -------------------------------------------------------------------------------------
-    def _name(self, epoch: int) -> str:
-        return f"{epoch:0{self.width}d}"
-
-    def _epoch_key(self, epoch: int) -> str:
-        return f"epochs/{self._name(epoch)}"
-
-    def _epoch_dir(self, epoch: int) -> Path:
-        return self.root / "epochs" / self._name(epoch)
-
     @property
     def url(self) -> str:
         """The store's root as a URL, redacted: a password or a token in it shows as ``***``."""
@@ -874,10 +864,6 @@ class CheckpointStore:
     def table(self) -> str:
         """A plain-text table of every checkpoint with best, last and pinned marked."""
         return render_table(self.list(sort_by="epoch"), self.marks())
-
-
-def _tail(key: str) -> str:
-    return key.rstrip("/").rsplit("/", 1)[-1]
 
 
 def open_store(
