@@ -19,8 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 import attrs
 
@@ -29,6 +28,8 @@ from ._boundary import backend_errors, parse_json, pid_alive
 from .backends.base import PendingUpload
 from .catalog import best_of
 from .checkpoint import Checkpoint
+from .commit import claims as claims_module
+from .commit.claims import Claims
 from .context import Part, StoreContext
 from .errors import CkptStoreError
 from .index import Index
@@ -101,9 +102,7 @@ class Collector(Part):
         pointers: Protected epochs (best, last, pins).
         rules: The keep policy and what it applies to.
         active_work: Names of this store's own staging directories in use.
-        host: This host's name as staging directory names record it.
-        reap: Removes an abandoned uncommitted epoch folder on an object store (the claims' job).
-        abandoned: Why a claim counts as abandoned for gc, or None.
+        claims: Removes abandoned uncommitted epoch folders on object stores, and says which are.
         deleted: Called once per checkpoint deleted (the store's statistics).
         writable: Whether index repairs may be written.
     """
@@ -117,9 +116,7 @@ class Collector(Part):
         pointers: Pointers,
         rules: KeepRules,
         active_work: Callable[[], Collection[str]],
-        host: Callable[[], str],
-        reap: Callable[[str], bool],
-        abandoned: Callable[[Mapping[str, Any], int], str | None],
+        claims: Claims,
         deleted: Callable[[], None],
         writable: Callable[[], bool],
     ) -> None:
@@ -129,9 +126,7 @@ class Collector(Part):
         self._pointers = pointers
         self._rules = rules
         self._active_work = active_work
-        self._host = host
-        self._reap = reap
-        self._abandoned = abandoned
+        self._claims = claims
         self._on_delete = deleted
         self._writable = writable
 
@@ -243,7 +238,7 @@ class Collector(Part):
             backend.abort_upload(PendingUpload(key=key, upload_id=upload_id, initiated_ns=0))
             return True
         if not backend.capabilities.atomic_rename:
-            return self._reap(tail(rel))
+            return self._claims.reap(tail(rel))
         if rel.startswith((f"{WORK}/", f"{RETIRED}/")):
             trash = f"{TRASH}/{tail(rel)}.{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
@@ -293,7 +288,7 @@ class Collector(Part):
                         continue  # an empty folder marker (servers with real directories keep them)
                     why: str | None = "files without a claim or a manifest (an interrupted delete)"
                 else:
-                    why = self._abandoned(parse_json(raw), now)
+                    why = self._claims.abandoned(parse_json(raw), now, for_gc=True)
                 if why is not None:
                     abandoned.add(name)
                     found.append((Layout.folder_key(name), f"uncommitted save: {why}"))
@@ -320,7 +315,7 @@ class Collector(Part):
         parts = name.split(".")
         if len(parts) >= 3 and parts[-3].isdigit():
             host, pid = ".".join(parts[:-3]), int(parts[-3])
-            if host == self._host():
+            if host == claims_module.HOST:  # read at call time: tests pose as another host
                 if pid == os.getpid():
                     return "staging directory of an earlier store in this process"
                 if not pid_alive(pid):

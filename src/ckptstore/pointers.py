@@ -71,7 +71,6 @@ class Pointers(Part):
 
     def __init__(self, ctx: StoreContext, manifests: Manifests, monitor: tuple[str | None, Mode]) -> None:
         super().__init__(ctx)
-        self._writer_id = ctx.writer_id
         self._manifests = manifests
         self._monitor, self._mode = monitor
 
@@ -126,7 +125,7 @@ class Pointers(Part):
                 "epoch": new,
                 "target": self._layout.epoch_key(new),
                 "updated_at_ns": time.time_ns(),
-                "writer": self._writer_id,
+                "writer": self._ctx.writer_id,
             }
             if name == "best" and self._monitor is not None:
                 record["monitor"] = self._monitor

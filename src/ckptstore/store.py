@@ -176,9 +176,7 @@ class CheckpointStore:
                 work_grace_seconds=self.config.work_grace_seconds,
             ),
             active_work=lambda: self._active_work,
-            host=lambda: claims.HOST,
-            reap=self._claims.reap,
-            abandoned=lambda info, now_ns: self._claims.abandoned(info, now_ns, for_gc=True),
+            claims=self._claims,
             deleted=self._count_deletion,
             writable=lambda: self._writable,
         )
@@ -397,9 +395,6 @@ class CheckpointStore:
             self.gc()
 
     # -- pointers and the index ---------------------------------------------------------------------
-    def _pointer_lock(self) -> contextlib.AbstractContextManager[None]:
-        """The store's record lock (see :class:`~ckptstore._boundary.RecordLock`)."""
-        return self._record_lock()
 
     def recorded_monitor(self) -> tuple[str, Mode] | None:
         """The metric and mode that define ``best`` in this store (recorded in ``ckptstore.json``), or None."""
@@ -414,7 +409,7 @@ class CheckpointStore:
             The rebuilt index.
         """
         self._check_writable()
-        with _backend_errors(self._fs, "rebuild the index"), self._pointer_lock():
+        with _backend_errors(self._fs, "rebuild the index"), self._record_lock():
             record = self._index.update(rebuild=True)
         self._log("REINDEX", f"{len(record.get('checkpoints', {}))} checkpoint(s)")
         return record

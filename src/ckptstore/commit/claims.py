@@ -96,17 +96,15 @@ class Claims(Part):
 
     def __init__(self, ctx: StoreContext, work_grace_seconds: float) -> None:
         super().__init__(ctx)
-        self._writer_id = ctx.writer_id
-        self._run_id = ctx.run_id
         self.grace = work_grace_seconds
 
     def _record(self, epoch: int) -> bytes:
         return json.dumps(
             {
-                "writer": self._writer_id,
+                "writer": self._ctx.writer_id,
                 "host": HOST,
                 "pid": os.getpid(),
-                "run_id": self._run_id,
+                "run_id": self._ctx.run_id,
                 "epoch": epoch,
                 "claimed_at_ns": time.time_ns(),
             }
@@ -119,7 +117,7 @@ class Claims(Part):
             CommitConflictError: the epoch is committed, or another live writer holds it.
         """
         self._take(epoch)
-        held = Claim(self._writer_id, epoch)
+        held = Claim(self._ctx.writer_id, epoch)
         with _CLAIMS_LOCK:
             _CLAIMING.add(held)
         return held
@@ -184,7 +182,7 @@ class Claims(Part):
             raw = (backend or self._backend).read_bytes(Layout.claim_key(self._layout.epoch_key(epoch)))
         except FileNotFoundError:
             return False
-        return parse_json(raw).get("writer") == self._writer_id
+        return parse_json(raw).get("writer") == self._ctx.writer_id
 
     def release(self, claim: Claim, backend: Backend) -> None:
         """Let go of a claim of a save that did not commit, and remove what it uploaded (best effort).
@@ -216,7 +214,7 @@ class Claims(Part):
         claim, manifest = Layout.claim_key(prefix), Layout.manifest_key(prefix)
         tombstone = json.dumps(
             {
-                "writer": f"gc.{self._writer_id}",
+                "writer": f"gc.{self._ctx.writer_id}",
                 "gc": True,
                 "host": HOST,
                 "pid": os.getpid(),
