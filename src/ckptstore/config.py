@@ -40,8 +40,10 @@ from ._redact import redact
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .errors import (
+    CkptStoreError,
     CommitFailedError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     ManifestError,
     MonitorMismatchError,
     StoreNotFoundError,
@@ -54,7 +56,15 @@ from .pointers import pointer_monitor
 from .policies import KeepPolicy, Mode, SaveRules, resolve_mode
 from .retry import RetryPolicy
 
-__all__ = ["DEFAULT_WIDTH", "STORE_FORMAT", "STORE_VERSION", "Opened", "StoreConfig", "open_descriptor"]
+__all__ = [
+    "DEFAULT_WIDTH",
+    "STORE_FORMAT",
+    "STORE_VERSION",
+    "Opened",
+    "StoreConfig",
+    "config_from_options",
+    "open_descriptor",
+]
 
 STORE_FORMAT = "ckptstore.store"
 STORE_VERSION = 1
@@ -121,6 +131,32 @@ class StoreConfig:
             mode=self.resolved_mode,
             initial_value_threshold=self.initial_value_threshold,
         )
+
+
+def config_from_options(options: dict[str, Any], *, create: object, where: str = "ckptstore.open") -> StoreConfig:
+    """Build a :class:`StoreConfig` from keyword options, with typed errors that name every option.
+
+    Raises:
+        InvalidArgumentTypeError: an option is unknown or of the wrong type, or ``create`` is not a bool.
+        InvalidArgumentError: an option is out of range.
+    """
+    fields = attrs.fields_dict(StoreConfig)
+    unknown = sorted(name for name in options if name not in fields)
+    if unknown:
+        raise InvalidArgumentTypeError(
+            f"unknown option(s) for {where}: {', '.join(unknown)}; the options are create, storage_options, "
+            f"{', '.join(fields)}"
+        )
+    if not isinstance(create, bool):
+        raise InvalidArgumentTypeError(f"option create must be True or False, got {create!r}")
+    try:
+        return StoreConfig(**options)
+    except CkptStoreError:
+        raise
+    except TypeError as exc:
+        raise InvalidArgumentTypeError(f"mistyped option for {where}: {exc}") from None
+    except (ValueError, ArithmeticError) as exc:
+        raise InvalidArgumentError(f"invalid option for {where}: {exc}") from None
 
 
 @attrs.frozen(kw_only=True)

@@ -33,7 +33,7 @@ from .commit._common import Publisher, Target
 from .commit.claims import Claims
 from .commit.record import RecordCommit
 from .commit.rename import RenameCommit
-from .errors import CommitConflictError, PostCommitWarning
+from .errors import CkptStoreError, CommitConflictError, PostCommitWarning, SerializerError
 from .oplog import Stats, fmt_metrics, human
 from .policies import SaveDecision, SaveRules, decide_save
 from .retry import RetryPolicy
@@ -179,6 +179,28 @@ class Pipeline:
             blocking=blocking,
             serializer=serializer,
         )
+
+    def serialize(self, tx: SaveTransaction, serializer: Serializer, state: Any) -> Checkpoint | None:
+        """The stage for :meth:`CheckpointStore.save_state`: ``serializer`` writes ``state`` into ``tx``, then finish.
+
+        Returns:
+            The committed checkpoint; None if the save rules skipped it or it commits in the background.
+
+        Raises:
+            SerializerError: the serializer raised; nothing was committed.
+        """
+        if tx.skipped:
+            self.log("SKIP", f"epoch={tx.epoch} {tx.decision.reason}")
+            self._stats["skipped"] += 1
+            return None
+        with tx:
+            try:
+                serializer.save(state, tx)
+            except CkptStoreError:
+                raise
+            except Exception as exc:
+                raise SerializerError(f"serializer {serializer.name!r} failed to save epoch {tx.epoch}: {exc}") from exc
+        return tx.checkpoint if tx.blocking else None
 
     def begin(self, tx: SaveTransaction) -> None:
         """Give ``tx`` its staging folder: the strategy's, or a scratch folder if the rules skip it."""

@@ -24,7 +24,6 @@ The store owns everything around a framework's serializer. Its promises (DESIGN.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import logging
 import os
 import re
@@ -35,38 +34,28 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import attrs
-
 from ._boundary import RecordLock, enforces_create_only
 from ._boundary import backend_errors as _backend_errors
 from ._progress import ProgressOption
 from ._redact import redact_url
 from ._validate import (
-    check_count,
     check_epoch,
-    check_metrics,
-    check_optional_text,
 )
 from .backends.base import Backend, Capabilities
 from .backends.registry import open_backend
 from .backends.retrying import RetryingBackend
 from .caches import Caches
-from .catalog import best_of, ordered
-from .checkpoint import EVALUATION_KEY, Checkpoint
+from .checkpoint import Checkpoint
 from .commit import claims
 from .commit._common import Target
-from .config import StoreConfig, open_descriptor
+from .config import StoreConfig, config_from_options, open_descriptor
 from .errors import (
-    CheckpointNotFoundError,
     CkptStoreError,
     InvalidArgumentError,
-    InvalidArgumentTypeError,
-    SerializerError,
     SingleWriterWarning,
     StoreNotWritableError,
-    VerificationError,
 )
-from .find import FileMatch, latest_match, store_files, value_match
+from .find import FileMatch, latest_match, value_match
 from .gc import Collector, GcReport, KeepRules
 from .index import Index
 from .layout import POINTER_LOCK, Layout
@@ -79,8 +68,8 @@ from .policies import (
     Mode,
     SaveDecision,
     all_,
-    resolve_mode,
 )
+from .queries import Queries
 from .restart import Restarter
 from .serializers import Serializer, get_serializer
 from .transaction import SaveTransaction
@@ -159,6 +148,9 @@ class CheckpointStore:
         self._manifests = Manifests(target, self)
         self._index = Index(target, self._manifests)
         self._pointers = Pointers(target, self._manifests, (self.config.monitor, self.mode))
+        self._queries = Queries(
+            target, self._manifests, self._index, self._pointers, (self.config.monitor, self.mode), self._repair
+        )
         self._caches = Caches(target, self._manifests, self._index, self._pointers)
         self._restarter = Restarter(target, self._manifests, self._index, self._pointers, self._caches.recompute_best)
         self._claims = claims.Claims(target, self.config.work_grace_seconds)
@@ -188,7 +180,7 @@ class CheckpointStore:
             ),
             rules=self._rules,
             stats=self._stats,
-            best_value=self._best_value,
+            best_value=self._queries.best_value,
             check_writable=self._check_writable,
             after_commit=self._after_commit,
             caches_stale=self._caches_went_stale,
@@ -284,13 +276,6 @@ class CheckpointStore:
         """
         return self._pipeline.decide(epoch, metrics)
 
-    def _best_value(self) -> float | None:
-        if self.config.monitor is None:
-            return None
-        with contextlib.suppress(CheckpointNotFoundError):
-            return self.best().metrics.get(self.config.monitor)
-        return None
-
     def save(
         self,
         epoch: int,
@@ -359,18 +344,7 @@ class CheckpointStore:
         impl = get_serializer(serializer)
         self.wait()
         tx = self._pipeline.start(epoch, metrics, metadata, step, batch, blocking, force, impl)
-        if tx.skipped:
-            self._log("SKIP", f"epoch={tx.epoch} {tx.decision.reason}")
-            self._stats["skipped"] += 1
-            return None
-        with tx:
-            try:
-                impl.save(state, tx)
-            except CkptStoreError:
-                raise
-            except Exception as exc:
-                raise SerializerError(f"serializer {impl.name!r} failed to save epoch {tx.epoch}: {exc}") from exc
-        return tx.checkpoint if blocking else None
+        return self._pipeline.serialize(tx, impl, state)
 
     def _check_writable(self) -> None:
         if not self._writable:
@@ -426,10 +400,6 @@ class CheckpointStore:
         return self._metadata.update(checkpoint, change, what)
 
     # -- reading ------------------------------------------------------------------------------------
-    def _scan(self, *, use_index: bool = True) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
-        """Every committed checkpoint, and folders under ``epochs/`` that are not valid ones (see Manifests.scan)."""
-        return self._manifests.scan(self._index.entries() if use_index else None)
-
     def get(self, epoch: int, *, verify: bool = False) -> Checkpoint:
         """Return the committed checkpoint of ``epoch``.
 
@@ -471,22 +441,7 @@ class CheckpointStore:
             InvalidArgumentError: bad ``order`` or a negative ``limit``.
             InvalidArgumentTypeError: ``limit`` is not an int or ``sort_by`` not a string.
         """
-        sort_by = check_optional_text("sort_by", sort_by)
-        if order not in (None, "asc", "desc"):
-            raise InvalidArgumentError(f"order must be 'asc' or 'desc', got {order!r}")
-        if limit is not None:
-            limit = check_count("limit", limit)
-        checkpoints = sorted(self._scan()[0], key=lambda c: c.epoch)
-        key = sort_by if sort_by is not None else self.config.monitor or "epoch"
-        if key == "epoch":
-            result = checkpoints if order != "desc" else checkpoints[::-1]
-        elif key == "time":
-            result = sorted(checkpoints, key=lambda c: (c.manifest.committed_at_ns, c.epoch), reverse=order == "desc")
-        else:
-            mode = self.mode if key == self.config.monitor else resolve_mode(key, "auto")
-            direction = order or ("asc" if mode == "min" else "desc")
-            result = ordered(checkpoints, by=lambda c: c.all_metrics.get(key), order=direction)
-        return result if limit is None else result[:limit]
+        return self._queries.listing(sort_by, order, limit)
 
     def top(self, n: int, metric: str | None = None) -> builtins.list[Checkpoint]:
         """The best ``n`` checkpoints by the store's monitor (or ``metric``), best first.
@@ -495,22 +450,13 @@ class CheckpointStore:
             InvalidArgumentError: no monitor and no ``metric``, or a negative ``n``.
             InvalidArgumentTypeError: ``n`` is not an int or ``metric`` not a string.
         """
-        n = check_count("top() n", n)
-        metric = check_optional_text("metric", metric) or self.config.monitor
-        if metric is None:
-            raise InvalidArgumentError("top() needs a metric: pass metric= or open the store with monitor=")
-        return [c for c in self.list(sort_by=metric) if metric in c.all_metrics][:n]
+        return self._queries.top(n, metric)
 
     def epochs(self) -> builtins.list[int]:
         """The committed epochs, ascending."""
-        return sorted(c.epoch for c in self._scan()[0])
+        return sorted(c.epoch for c in self._queries.scan()[0])
 
     # -- finding, evaluating, fetching ----------------------------------------------------------------
-    def _committed_files(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-        """Files of committed checkpoints and files outside ckptstore's own folders (see :func:`store_files`)."""
-        with _backend_errors(self._fs, "list files"):
-            return store_files(self._fs, {c.name: c.epoch for c in self._scan()[0]})
-
     def resolve_latest(self, pattern: str | re.Pattern[str]) -> FileMatch:
         """The newest file in the store matching a Keras template, glob or regex (see :func:`ckptstore.resolve_latest`).
 
@@ -520,11 +466,11 @@ class CheckpointStore:
         Raises:
             CheckpointNotFoundError: no file matches.
         """
-        files, owner = self._committed_files()
+        files, owner = self._queries.files()
         return latest_match(self._fs, files, pattern, owner)
 
     def _select(self, regex: str | re.Pattern[str], mode: str) -> FileMatch:
-        files, owner = self._committed_files()
+        files, owner = self._queries.files()
         return value_match(self._fs, files, regex, mode, owner)
 
     def select_min(self, regex: str | re.Pattern[str]) -> FileMatch:
@@ -565,31 +511,7 @@ class CheckpointStore:
         Raises:
             InvalidMetricError: ``fn`` returned something that is not a finite number.
         """
-        resolved = resolve_mode(metric, mode)
-        results: builtins.list[tuple[Checkpoint, float]] = []
-        for checkpoint in self.list(sort_by="epoch"):
-            try:  # verified in the same read that loads or downloads it
-                if load:
-                    outcome = fn(checkpoint.load(serializer))
-                else:
-                    with checkpoint.local_path() as path:
-                        outcome = fn(path)
-            except VerificationError as exc:
-                self._log(
-                    "EVALUATE", f"epoch {checkpoint.epoch} skipped: it fails verification: {exc}", logging.WARNING
-                )
-                warnings.warn(f"epoch {checkpoint.epoch} skipped: {exc}", stacklevel=2)
-                continue
-            if isinstance(outcome, Mapping):
-                outcome = outcome.get(metric)
-            value = check_metrics({metric: outcome})[metric]
-            evaluation = checkpoint.metadata.get(EVALUATION_KEY)
-            merged = {**(evaluation if isinstance(evaluation, dict) else {}), metric: value}
-            checkpoint.add_metadata({EVALUATION_KEY: merged})
-            self._log("EVALUATE", f"epoch {checkpoint.epoch} {metric}={value:.6g}")
-            results.append((checkpoint, value))
-        results.sort(key=lambda item: (item[1], item[0].epoch), reverse=resolved == "max")
-        return results
+        return self._queries.evaluate(fn, metric, mode, load=load, serializer=serializer)
 
     def download(
         self,
@@ -612,23 +534,14 @@ class CheckpointStore:
         Returns:
             The directories written, in the order chosen.
         """
-        if top_n is not None:
-            chosen = self.top(top_n, metric)
-        elif which == "best":
-            chosen = [self.best(metric)]
-        elif which == "latest":
-            chosen = [self.latest()]
-        elif isinstance(which, int) and not isinstance(which, bool):
-            chosen = [self.get(which)]
-        else:
-            raise InvalidArgumentError(f"which must be 'best', 'latest' or an epoch, got {which!r}")
+        chosen = self._queries.choose(which, top_n, metric)
         return [c.download(Path(dest) / c.name, progress=progress) for c in chosen]
 
     def __iter__(self) -> Iterator[Checkpoint]:
         return iter(self.list(sort_by="epoch"))
 
     def __len__(self) -> int:
-        return len(self._scan()[0])
+        return len(self._queries.scan()[0])
 
     def __contains__(self, epoch: object) -> bool:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
@@ -646,15 +559,7 @@ class CheckpointStore:
             CheckpointNotFoundError: the store holds no checkpoint.
         """
         self._repair_if_stale()
-        pointed = self._pointers.checkpoint("last")
-        newer = self._manifests.highest_above(pointed.epoch if pointed is not None else -1)
-        if newer is None:
-            if pointed is None:
-                raise CheckpointNotFoundError(f"the store at {self.url} holds no checkpoint")
-            return pointed
-        # No pointer, or a writer died between its commit and its pointer update: repair it.
-        self._repair("last", newer.epoch, stale=pointed is not None)
-        return newer
+        return self._queries.latest()
 
     def best(self, metric: str | None = None, mode: str | None = None) -> Checkpoint:
         """The best checkpoint by the store's monitor (or by ``metric``).
@@ -669,28 +574,9 @@ class CheckpointStore:
             CheckpointNotFoundError: no checkpoint has the metric.
         """
         self._repair_if_stale()
-        monitor = metric or self.config.monitor
-        if monitor is None:
-            raise InvalidArgumentError("best() needs a metric: pass metric= or open the store with monitor=")
-        if mode is not None:
-            resolved = resolve_mode(monitor, mode)
-        elif monitor == self.config.monitor:
-            resolved = self.mode
-        else:
-            resolved = resolve_mode(monitor, "auto")
-        if monitor == self.config.monitor and resolved == self.mode:
-            pointed = self._pointers.checkpoint("best")
-            if pointed is not None and monitor in pointed.metrics:
-                return pointed
-        scored = [c for c in self._scan()[0] if monitor in c.all_metrics]
-        if not scored:
-            raise CheckpointNotFoundError(f"no checkpoint in {self.url} has the metric {monitor!r}")
-        winner = best_of(scored, lambda c: c.all_metrics[monitor], resolved)
-        if monitor == self.config.monitor and resolved == self.mode:
-            self._repair("best", winner.epoch)
-        return winner
+        return self._queries.best(metric, mode)
 
-    def _repair(self, name: str, epoch: int, *, stale: bool = False) -> None:
+    def _repair(self, name: str, epoch: int, stale: bool = False) -> None:
         if self._writable:
             self._pointers.repair(name, epoch, stale=stale)
 
@@ -811,25 +697,7 @@ class CheckpointStore:
         """
         if epoch is not None:
             return [self.get(epoch, verify=True)]
-        good, bad = self._scan()
-        failures: builtins.list[Exception] = [exc for _, exc in bad]
-        verified = []
-        fresh = self._collector.confirm(good)  # what the manifests say, never what the index says
-        for listed in sorted(good, key=lambda c: c.epoch):
-            try:
-                checkpoint = fresh[listed.epoch] or self.get(listed.epoch)
-                verified.append(checkpoint.verify())
-            except CheckpointNotFoundError:
-                continue  # deleted since the listing
-            except VerificationError as exc:
-                failures.append(exc)
-                self._log("VERIFY", f"epoch {listed.epoch} failed: {exc}", logging.WARNING)
-        if failures:
-            first = failures[0]
-            if len(failures) > 1:
-                raise type(first)(f"{first} (and {len(failures) - 1} more failure(s); see ckpt.log)") from first
-            raise first
-        return verified
+        return self._queries.verify_all(self._collector.confirm)
 
     def report(self, *, file: IO[str] | None = None) -> dict[str, Any]:
         """Print (to ``file``, default stdout; pass ``False``-y to skip) and return a summary.
@@ -837,17 +705,7 @@ class CheckpointStore:
         It covers what the store holds (count, size, best, last, pinned) and what this process did
         (saves, bytes, seconds, skipped, deleted).
         """
-        checkpoints = self.list(sort_by="epoch")
-        summary: dict[str, Any] = {
-            "url": self.url,
-            "checkpoints": len(checkpoints),
-            "total_size": sum(c.size for c in checkpoints),
-            "last": self._pointers.read("last"),
-            "best": self._pointers.read("best"),
-            "monitor": self.config.monitor,
-            "pinned": self.pinned(),
-            "this_process": dict(self._stats),
-        }
+        summary = self._queries.summary(self._stats)
         if file is not None:
             print(stats_text(self.url, summary, self._stats), file=file)
         return summary
@@ -888,21 +746,5 @@ def open_store(
         InvalidArgumentError: an option is out of range; nothing was written.
         InvalidArgumentTypeError: the URL, or an option, is unknown or of the wrong type (also a ``TypeError``).
     """
-    fields = attrs.fields_dict(StoreConfig)
-    unknown = sorted(name for name in options if name not in fields)
-    if unknown:
-        raise InvalidArgumentTypeError(
-            f"unknown option(s) for ckptstore.open: {', '.join(unknown)}; the options are create, storage_options, "
-            f"{', '.join(fields)}"
-        )
-    if not isinstance(create, bool):
-        raise InvalidArgumentTypeError(f"option create must be True or False, got {create!r}")
-    try:
-        config = StoreConfig(**options)
-    except CkptStoreError:
-        raise
-    except TypeError as exc:
-        raise InvalidArgumentTypeError(f"mistyped option for ckptstore.open: {exc}") from None
-    except (ValueError, ArithmeticError) as exc:
-        raise InvalidArgumentError(f"invalid option for ckptstore.open: {exc}") from None
+    config = config_from_options(options, create=create)
     return CheckpointStore(url, config, create=create, storage_options=storage_options)

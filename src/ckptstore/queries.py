@@ -1,0 +1,228 @@
+"""Answering questions about a store: listings, top-n, latest, best, the files under its root, verification.
+
+Every answer comes from the manifests (read through the index where that is only a speed-up, as in
+:meth:`Manifests.scan`); the pointers are used only when they agree with them, and a missing or
+dangling pointer is repaired through the callback the store hands in (it knows whether it may
+write). Ranking goes through :mod:`ckptstore.catalog`, so listings, ``best`` and gc never disagree.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from ._boundary import backend_errors
+from ._validate import check_count, check_metrics, check_optional_text
+from .catalog import best_of, ordered
+from .checkpoint import EVALUATION_KEY, Checkpoint
+from .context import Part, StoreContext
+from .errors import CheckpointNotFoundError, InvalidArgumentError, VerificationError
+from .find import store_files
+from .index import Index
+from .manifests import Manifests
+from .pointers import Pointers
+from .policies import Mode, resolve_mode
+from .serializers import Serializer
+
+__all__ = ["Queries"]
+
+Repair = Callable[[str, int, bool], None]
+
+
+class Queries(Part):
+    """The read side of one store.
+
+    Args:
+        ctx: The store's context.
+        manifests: The truth.
+        index: The listing cache.
+        pointers: ``best`` and ``last``, trusted only when the manifests agree.
+        monitor: The store's monitor and mode (``best``'s definition).
+        repair: ``repair(name, epoch, stale)`` re-points a pointer the store found wrong.
+    """
+
+    def __init__(
+        self,
+        ctx: StoreContext,
+        manifests: Manifests,
+        index: Index,
+        pointers: Pointers,
+        monitor: tuple[str | None, Mode],
+        repair: Repair,
+    ) -> None:
+        super().__init__(ctx)
+        self._manifests = manifests
+        self._index = index
+        self._pointers = pointers
+        self._monitor, self._mode = monitor
+        self._repair = repair
+
+    def scan(self, *, use_index: bool = True) -> tuple[list[Checkpoint], list[tuple[str, Exception]]]:
+        """Every committed checkpoint, and folders under ``epochs/`` that are not valid ones (see Manifests.scan)."""
+        return self._manifests.scan(self._index.entries() if use_index else None)
+
+    def listing(
+        self, sort_by: str | None, order: Literal["asc", "desc"] | None, limit: int | None
+    ) -> builtins.list[Checkpoint]:
+        """See :meth:`CheckpointStore.list` (the arguments are validated here)."""
+        sort_by = check_optional_text("sort_by", sort_by)
+        if order not in (None, "asc", "desc"):
+            raise InvalidArgumentError(f"order must be 'asc' or 'desc', got {order!r}")
+        if limit is not None:
+            limit = check_count("limit", limit)
+        checkpoints = sorted(self.scan()[0], key=lambda c: c.epoch)
+        key = sort_by if sort_by is not None else self._monitor or "epoch"
+        if key == "epoch":
+            result = checkpoints if order != "desc" else checkpoints[::-1]
+        elif key == "time":
+            result = sorted(checkpoints, key=lambda c: (c.manifest.committed_at_ns, c.epoch), reverse=order == "desc")
+        else:
+            mode = self._mode if key == self._monitor else resolve_mode(key, "auto")
+            direction = order or ("asc" if mode == "min" else "desc")
+            result = ordered(checkpoints, by=lambda c: c.all_metrics.get(key), order=direction)
+        return result if limit is None else result[:limit]
+
+    def top(self, n: int, metric: str | None) -> builtins.list[Checkpoint]:
+        """See :meth:`CheckpointStore.top`."""
+        n = check_count("top() n", n)
+        metric = check_optional_text("metric", metric) or self._monitor
+        if metric is None:
+            raise InvalidArgumentError("top() needs a metric: pass metric= or open the store with monitor=")
+        return [c for c in self.listing(metric, None, None) if metric in c.all_metrics][:n]
+
+    def latest(self) -> Checkpoint:
+        """See :meth:`CheckpointStore.latest`."""
+        pointed = self._pointers.checkpoint("last")
+        newer = self._manifests.highest_above(pointed.epoch if pointed is not None else -1)
+        if newer is None:
+            if pointed is None:
+                raise CheckpointNotFoundError(f"the store at {self._url} holds no checkpoint")
+            return pointed
+        # No pointer, or a writer died between its commit and its pointer update: repair it.
+        self._repair("last", newer.epoch, pointed is not None)
+        return newer
+
+    def best(self, metric: str | None, mode: str | None) -> Checkpoint:
+        """See :meth:`CheckpointStore.best`."""
+        monitor = metric or self._monitor
+        if monitor is None:
+            raise InvalidArgumentError("best() needs a metric: pass metric= or open the store with monitor=")
+        if mode is not None:
+            resolved = resolve_mode(monitor, mode)
+        elif monitor == self._monitor:
+            resolved = self._mode
+        else:
+            resolved = resolve_mode(monitor, "auto")
+        is_monitor = monitor == self._monitor and resolved == self._mode
+        if is_monitor:
+            pointed = self._pointers.checkpoint("best")
+            if pointed is not None and monitor in pointed.metrics:
+                return pointed
+        scored = [c for c in self.scan()[0] if monitor in c.all_metrics]
+        if not scored:
+            raise CheckpointNotFoundError(f"no checkpoint in {self._url} has the metric {monitor!r}")
+        winner = best_of(scored, lambda c: c.all_metrics[monitor], resolved)
+        if is_monitor:
+            self._repair("best", winner.epoch, False)
+        return winner
+
+    def choose(self, which: object, top_n: int | None, metric: str | None) -> builtins.list[Checkpoint]:
+        """The checkpoints :meth:`CheckpointStore.download` fetches: ``best``, ``latest``, an epoch, or the top n."""
+        if top_n is not None:
+            return self.top(top_n, metric)
+        if which == "best":
+            return [self.best(metric, None)]
+        if which == "latest":
+            return [self.latest()]
+        if isinstance(which, int) and not isinstance(which, bool):
+            return [self._manifests.get(which)]
+        raise InvalidArgumentError(f"which must be 'best', 'latest' or an epoch, got {which!r}")
+
+    def summary(self, stats: Mapping[str, Any]) -> dict[str, Any]:
+        """What :meth:`CheckpointStore.report` returns: what the store holds, and what this process did."""
+        checkpoints = self.listing("epoch", None, None)
+        return {
+            "url": self._url,
+            "checkpoints": len(checkpoints),
+            "total_size": sum(c.size for c in checkpoints),
+            "last": self._pointers.read("last"),
+            "best": self._pointers.read("best"),
+            "monitor": self._monitor,
+            "pinned": self._pointers.pinned(),
+            "this_process": dict(stats),
+        }
+
+    def best_value(self) -> float | None:
+        """The monitor's value of the best checkpoint, or None (no monitor, or nothing scored yet)."""
+        if self._monitor is None:
+            return None
+        with contextlib.suppress(CheckpointNotFoundError):
+            return self.best(None, None).metrics.get(self._monitor)
+        return None
+
+    def files(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        """Files of committed checkpoints and files outside ckptstore's own folders (see :func:`store_files`)."""
+        with backend_errors(self._backend, "list files"):
+            return store_files(self._backend, {c.name: c.epoch for c in self.scan()[0]})
+
+    def verify_all(self, confirm: Callable[[list[Checkpoint]], Mapping[int, Checkpoint | None]]) -> list[Checkpoint]:
+        """Re-hash every checkpoint; raise the first failure (noting how many more), after logging each."""
+        good, bad = self.scan()
+        failures: builtins.list[Exception] = [exc for _, exc in bad]
+        verified = []
+        fresh = confirm(good)  # what the manifests say, never what the index says
+        for listed in sorted(good, key=lambda c: c.epoch):
+            try:
+                checkpoint = fresh[listed.epoch] or self._manifests.get(listed.epoch)
+                verified.append(checkpoint.verify())
+            except CheckpointNotFoundError:
+                continue  # deleted since the listing
+            except VerificationError as exc:
+                failures.append(exc)
+                self._log("VERIFY", f"epoch {listed.epoch} failed: {exc}", logging.WARNING)
+        if failures:
+            first = failures[0]
+            if len(failures) > 1:
+                raise type(first)(f"{first} (and {len(failures) - 1} more failure(s); see ckpt.log)") from first
+            raise first
+        return verified
+
+    def evaluate(
+        self,
+        fn: Callable[[Any], Any],
+        metric: str,
+        mode: Literal["min", "max", "auto"],
+        *,
+        load: bool,
+        serializer: str | Serializer | None,
+    ) -> builtins.list[tuple[Checkpoint, float]]:
+        """See :meth:`CheckpointStore.evaluate`."""
+        resolved = resolve_mode(metric, mode)
+        results: builtins.list[tuple[Checkpoint, float]] = []
+        for checkpoint in self.listing("epoch", None, None):
+            try:  # verified in the same read that loads or downloads it
+                if load:
+                    outcome = fn(checkpoint.load(serializer))
+                else:
+                    with checkpoint.local_path() as path:
+                        outcome = fn(path)
+            except VerificationError as exc:
+                self._log(
+                    "EVALUATE", f"epoch {checkpoint.epoch} skipped: it fails verification: {exc}", logging.WARNING
+                )
+                warnings.warn(f"epoch {checkpoint.epoch} skipped: {exc}", stacklevel=3)
+                continue
+            if isinstance(outcome, Mapping):
+                outcome = outcome.get(metric)
+            value = check_metrics({metric: outcome})[metric]
+            evaluation = checkpoint.metadata.get(EVALUATION_KEY)
+            merged = {**(evaluation if isinstance(evaluation, dict) else {}), metric: value}
+            checkpoint.add_metadata({EVALUATION_KEY: merged})
+            self._log("EVALUATE", f"epoch {checkpoint.epoch} {metric}={value:.6g}")
+            results.append((checkpoint, value))
+        results.sort(key=lambda item: (item[1], item[0].epoch), reverse=resolved == "max")
+        return results
