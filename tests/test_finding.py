@@ -92,7 +92,7 @@ def test_list_sort_and_best_cost_the_same_number_of_requests_for_any_store_size(
 def test_a_rebuilt_index_equals_the_maintained_one() -> None:
     store = _filled(monitor="val_loss", keep=ckptstore.keep.linear(2))
     store.get(4).add_metadata({"note": "keep me"})
-    store.pin(3)
+    store.pin(4)
     save_bytes(store, 6, metrics={"val_loss": 0.7})
     maintained = store.index()["checkpoints"]
     rebuilt = store.reindex()["checkpoints"]

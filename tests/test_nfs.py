@@ -111,7 +111,7 @@ def test_gc_copes_with_silly_renamed_files(nfs_server: Any) -> None:
     first = store.get(1)
     held_file = Path(url) / first.key / next(iter(first.files))
     reader = open(held_file, "rb")  # a reader still loading epoch 1
-    pruning = ckptstore.open(url, monitor="val_loss", keep=ckptstore.keep.linear(1))
+    pruning = ckptstore.open(url, monitor="val_loss", keep=ckptstore.keep.linear(2))
     report = pruning.gc()
     assert report.deleted == [1, 2]
     assert pruning.epochs() == [3, 4]

@@ -192,10 +192,24 @@ class Collector(Part):
             protected.setdefault(parent, "this run resumed from it")
         monitor = rules.monitor
         scored = [c for c in checkpoints if monitor is not None and monitor in c.metrics]
+        winner: int | None = None
         if monitor is not None and scored:
             winner = best_of(scored, lambda c: c.metrics[monitor], rules.mode).epoch
             protected.setdefault(winner, "best")  # even when the best pointer is stale or missing
-        return plan_gc(infos, rules.policy, run_id=rules.run_id, protected=protected, monitor=monitor, mode=rules.mode)
+        last = self._pointers.read("last")
+        epochs = {c.epoch for c in checkpoints}
+        if last not in epochs:  # no pointer, or a dangling one: the highest epoch is the last
+            last = max(epochs, default=None)
+        return plan_gc(
+            infos,
+            rules.policy,
+            run_id=rules.run_id,
+            protected=protected,
+            monitor=monitor,
+            mode=rules.mode,
+            last=last,
+            best=winner,
+        )
 
     def confirm(self, checkpoints: Iterable[Checkpoint]) -> dict[int, Checkpoint | None]:
         """Re-read each checkpoint from its own manifest; repair index entries that disagree with it.

@@ -33,7 +33,7 @@ from .commit._common import Publisher, Target
 from .commit.claims import Claims
 from .commit.record import RecordCommit
 from .commit.rename import RenameCommit
-from .errors import CkptStoreError, CommitConflictError, PostCommitWarning, SerializerError
+from .errors import CkptStoreError, CommitConflictError, MissingMetricError, PostCommitWarning, SerializerError
 from .oplog import Stats, fmt_metrics, human
 from .policies import SaveDecision, SaveRules, decide_save
 from .retry import RetryPolicy
@@ -154,7 +154,14 @@ class Pipeline:
         step = check_optional_int("step", step)
         batch = check_optional_int("batch", batch)
         # decide: the save rules (save_interval, skip_epochs, save_best_only, ...), unless forced
-        decision = decide_save(self._rules, epoch, clean_metrics, self._best_value())
+        try:
+            decision = decide_save(self._rules, epoch, clean_metrics, self._best_value())
+        except MissingMetricError:
+            if not force:
+                raise
+            # A forced save without the monitor (Keras saves every epoch, the HF Trainer saves before its
+            # first evaluation): committed, and never best.
+            decision = SaveDecision(save=False, reason="forced without the monitor: it cannot be best", improved=False)
         if force and not decision.save:
             decision = SaveDecision(save=True, reason="forced", improved=decision.improved)
         if decision.save:

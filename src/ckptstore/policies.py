@@ -3,9 +3,13 @@
 Which checkpoints to keep and whether to save at all are the decisions users most need to predict, so
 they live here as small frozen classes that take a list of :class:`CheckpointInfo` and return a
 decision with a reason, and a table-driven test can cover them completely. The store applies the
-result; nothing here touches storage. Two rules hold for every policy: best, last and pinned
-checkpoints are always kept and do not count against a policy's ``n``, and only the current run's
-checkpoints are ever candidates for deletion.
+result; nothing here touches storage. The rules that hold for every policy: best, last, pinned
+checkpoints and the one a run resumed from are always kept (:func:`plan_gc` keeps them whatever a
+policy says), and only the current run's checkpoints are ever candidates for deletion. How they count
+(CANDLE's ``keep_limit``, TF's ``max_to_keep``): ``linear(n)`` keeps the ``n`` newest with the last
+checkpoint among them, and best and pinned besides, not counted (``linear(3)`` after ten saves with
+the best at 3 keeps 3, 8, 9, 10); ``exponential(n)`` counts the same way; ``best(n)`` keeps the ``n``
+best, whatever else protects them (Lightning's ``save_top_k``).
 """
 
 from __future__ import annotations
@@ -93,15 +97,25 @@ class KeepContext:
     """What a keep policy is told besides the checkpoints.
 
     Attributes:
-        protected: Epochs that are kept whatever the policy says (best, last, pinned); they do not
-            count against a policy's ``n``.
+        protected: Epochs that are kept whatever the policy says (best, last, pinned, the one the run
+            resumed from).
         monitor: The store's monitored metric, used by :func:`best` when it names none.
         mode: ``min`` or ``max`` for ``monitor``.
+        last: The epoch the ``last`` pointer names (it counts against ``linear``'s and
+            ``exponential``'s ``n``: the last checkpoint is one of the ``n`` newest), or None.
+        best: The epoch the ``best`` pointer names, or None.
     """
 
     protected: frozenset[int] = frozenset()
     monitor: str | None = None
     mode: Mode = "min"
+    last: int | None = None
+    best: int | None = None
+
+    @property
+    def uncounted(self) -> frozenset[int]:
+        """Protected epochs kept besides a positional policy's ``n``: every protected one but ``last``."""
+        return self.protected - {self.last}
 
 
 class KeepPolicy(Protocol):
@@ -160,18 +174,26 @@ def _optional_name(_: object, attribute: attrs.Attribute[str | None], value: str
 
 @attrs.frozen
 class linear:
-    """Keep the ``n`` newest checkpoints (by epoch).
+    """Keep the ``n`` newest checkpoints (by epoch), the last checkpoint among them.
+
+    CANDLE's ``keep_limit`` and TF's ``max_to_keep``: ``linear(3)`` after saves 1..10 keeps 8, 9, 10.
+    Best and pinned checkpoints are kept besides and do not count: with the best at 3 it keeps 3, 8,
+    9, 10. The last checkpoint counts (it is the newest, unless a rollback moved it back; then it
+    takes the place of the oldest of the ``n``).
 
     Args:
-        n: How many to keep, besides best, last and pinned.
+        n: How many to keep, the last checkpoint included; best and pinned besides.
     """
 
     n: int = attrs.field(validator=_positive)
 
     def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
         """See :class:`KeepPolicy`."""
-        ordered = sorted((i.epoch for i in infos if i.epoch not in ctx.protected), reverse=True)
-        return dict.fromkeys(ordered[: self.n], f"linear({self.n}): one of the {self.n} newest")
+        uncounted = ctx.uncounted
+        newest = sorted((i.epoch for i in infos if i.epoch not in uncounted), reverse=True)[: self.n]
+        if ctx.last is not None and ctx.last not in newest and any(i.epoch == ctx.last for i in infos):
+            newest = [ctx.last, *newest[: self.n - 1]]
+        return dict.fromkeys(newest, f"linear({self.n}): one of the {self.n} newest")
 
 
 @attrs.frozen
@@ -184,7 +206,8 @@ class exponential:
     are dropped first. Saving epochs 1..64 one by one with no cap leaves 1, 33, 49, 57, 61, 63, 64.
 
     Args:
-        n: At most this many kept (besides best, last and pinned); None for no cap.
+        n: At most this many kept (the last checkpoint included; best and pinned besides); None
+            for no cap.
     """
 
     n: int | None = attrs.field(default=None, validator=_optional_positive)
@@ -208,7 +231,8 @@ class exponential:
             span = f"{newest - 2 ** (bucket + 1) + 1}..{newest - 2**bucket}"
             kept[oldest_in_bucket[bucket]] = f"{label}: oldest of bucket {bucket} (epochs {span})"
         if self.n is not None:
-            unprotected = sorted((e for e in kept if e not in ctx.protected), reverse=True)
+            uncounted = ctx.uncounted
+            unprotected = sorted((e for e in kept if e not in uncounted), reverse=True)
             for epoch in unprotected[self.n :]:
                 del kept[epoch]
         return kept
@@ -231,7 +255,11 @@ class every:
 
 @attrs.frozen
 class best:
-    """Keep the ``n`` best checkpoints by a metric.
+    """Keep the ``n`` best checkpoints by a metric (Lightning's ``save_top_k``).
+
+    Every checkpoint of the run with the metric competes, protected or not: ``best(1)`` keeps the
+    best one, not the best plus the best of the rest. (Last and pinned checkpoints are still kept
+    besides by the rules every policy follows.)
 
     Args:
         n: How many to keep.
@@ -257,7 +285,7 @@ class best:
             mode = ctx.mode
         else:
             mode = resolve_mode(metric, "auto")
-        scored = [i for i in infos if metric in i.metrics and i.epoch not in ctx.protected]
+        scored = [i for i in infos if metric in i.metrics]
         scored.sort(key=lambda i: (i.metrics[metric] if mode == "min" else -i.metrics[metric], -i.epoch))
         return {
             i.epoch: f"best({self.n}): {metric}={i.metrics[metric]:.6g} is among the {self.n} best"
@@ -323,6 +351,8 @@ def plan_gc(
     protected: Mapping[int, str],
     monitor: str | None = None,
     mode: Mode = "min",
+    last: int | None = None,
+    best: int | None = None,
 ) -> list[GcDecision]:
     """Decide keep or delete for every checkpoint, sorted by epoch.
 
@@ -333,9 +363,11 @@ def plan_gc(
         protected: ``{epoch: reason}`` for best, last and pinned checkpoints.
         monitor: The store's monitor, for metric-based policies.
         mode: The monitor's mode.
+        last: The epoch of the ``last`` pointer (counted by ``linear`` and ``exponential``).
+        best: The epoch of the best checkpoint.
     """
     own = [i for i in infos if i.run_id == run_id]
-    ctx = KeepContext(protected=frozenset(protected), monitor=monitor, mode=mode)
+    ctx = KeepContext(protected=frozenset(protected), monitor=monitor, mode=mode, last=last, best=best)
     kept = policy.select(own, ctx)
     decisions = []
     for info in sorted(infos, key=lambda i: i.epoch):

@@ -299,7 +299,8 @@ class CheckpointStore:
 
         Args:
             epoch: The epoch (or step) number; the directory name.
-            metrics: Finite metric values; must include the store's monitor, if any.
+            metrics: Finite metric values; must include the store's monitor, if any, unless ``force=True``
+                (a forced save without the monitor is committed and can never be best).
             metadata: JSON-serializable user metadata.
             step: Optional global step.
             batch: Optional batch index within the epoch (batch-level saves).
