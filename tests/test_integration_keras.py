@@ -109,7 +109,7 @@ def test_batch_level_weights_only_saves_with_a_template(tmp_path: Path) -> None:
     ck = store.get(4)
     assert ck.batch == 3 and ck.step == 4
     (name,) = ck.files
-    assert name.startswith("weights.00-") and name.endswith(".weights.h5")
+    assert name.startswith("weights.01-") and name.endswith(".weights.h5")  # {epoch} counts from 1, as in Keras
     restored = _model()
     ck.load("keras_weights", model=restored)
     assert restored.predict(x[:2], verbose=0).shape == (2, 1)

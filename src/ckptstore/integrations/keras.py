@@ -5,7 +5,9 @@
 
 The arguments are ``ModelCheckpoint``'s (``monitor``, ``mode``, ``save_best_only``,
 ``save_weights_only``, ``save_freq``, ``initial_value_threshold``, ``verbose``, and a file-name
-template for the file inside each checkpoint). On ``fit()`` it restores the model's weights, the
+template for the file inside each checkpoint), and it saves when ``ModelCheckpoint`` saves: every epoch
+or every ``save_freq`` batches whether or not the logs hold the monitor, ``{epoch}``/``{batch}`` counted
+from 1, ``mode="auto"`` by the compiled metric's declared direction. On ``fit()`` it restores the model's weights, the
 optimizer state and the epoch from the newest checkpoint that verifies, so a killed run continues where
 it stopped: after a run of 3 epochs, ``fit(epochs=5)`` runs epochs 4 and 5 only. The best value is
 read back from the store, so ``save_best_only`` survives the restart (Keras loses it: tf-keras#430).
@@ -15,45 +17,87 @@ Each save is atomic, hashed and subject to the store's keep policy, on any backe
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 import keras
 
 from ..checkpoint import Checkpoint
-from ..errors import CheckpointNotFoundError, InvalidArgumentError, SerializerError
-from ..policies import KeepPolicy, SaveRules, decide_save, resolve_mode
+from ..errors import CheckpointNotFoundError, InvalidArgumentError, MissingMetricError, SerializerError
+from ..policies import KeepPolicy, Mode, SaveRules, decide_save, resolve_mode
 from ..serializers import CheckpointFiles, CheckpointWriter
 from ..serializers._reader import checkpoint_files
 from ..store import CheckpointStore, open_store
 from . import finite_scalars
 
-__all__ = ["KerasModelSerializer", "KerasWeightsSerializer", "StoreCheckpoint"]
+try:  # where Keras 3 keeps the compiled metrics; MonitorCallback looks inside these containers only
+    from keras.src.trainers.compile_utils import CompileMetrics, MetricsList
+except ImportError:  # pragma: no cover - another Keras layout: only "loss" has a known direction
+    _METRIC_CONTAINERS: tuple[type, ...] = ()
+else:
+    _METRIC_CONTAINERS = (CompileMetrics, MetricsList)
+
+__all__ = ["KerasModelSerializer", "KerasWeightsSerializer", "StoreCheckpoint", "metric_direction"]
 
 _EPOCH_KEY = "keras_epoch"
+
+
+def metric_direction(model: Any, monitor: str) -> Mode | None:
+    """The direction Keras 3 gives ``monitor`` for ``mode="auto"``: ``min``, ``max``, or None if it cannot tell.
+
+    The rule of Keras's ``MonitorCallback._set_monitor_op``: ``loss`` (``val_loss``) is minimised; otherwise
+    the compiled metric of that name (``val_`` removed) decides by its declared direction (``r2_score`` and
+    ``auc`` go up, ``mape`` and ``mae`` go down). The compiled metrics exist once the model has run a step.
+    """
+    name = monitor.removeprefix("val_")
+    direction: Mode | None = "min" if name == "loss" else None
+    containers: list[Any] = [m for m in getattr(model, "metrics", None) or [] if isinstance(m, _METRIC_CONTAINERS)]
+    for container in containers:
+        for metric in container.metrics:
+            if metric.name == name and hasattr(metric, "_direction"):
+                direction = "max" if metric._direction == "up" else "min"
+    return direction
 
 
 class StoreCheckpoint(keras.callbacks.Callback):
     """Save the model into a store after every epoch (or every ``save_freq`` batches), and resume.
 
+    Saves as Keras's ``ModelCheckpoint`` does: every epoch (or every ``save_freq`` batches) whatever the
+    logs hold, the monitor only deciding ``save_best_only``; without the monitor in the logs (no
+    validation data, or batch-level logs without ``val_*``) a checkpoint is still saved, without the
+    metric, so it cannot become the best (with ``save_best_only`` a ``UserWarning`` names the key, as
+    Keras warns).
+
     Args:
         store: A store or a URL for :func:`ckptstore.open`.
-        filepath: The file's name inside the checkpoint, a template with ``{epoch}``, ``{batch}`` and
-            any log key (``weights.{epoch:02d}-{val_loss:.2f}.weights.h5``). Default
-            ``model.keras``, or ``model.weights.h5`` with ``save_weights_only``.
+        filepath: The file's name inside the checkpoint, a template with ``{epoch}``, ``{batch}`` (both
+            counted from 1, as Keras formats them) and any log key
+            (``weights.{epoch:02d}-{val_loss:.2f}.weights.h5``). Default ``model.keras``, or
+            ``model.weights.h5`` with ``save_weights_only``.
         monitor: The metric for ``save_best_only`` and the store's best pointer.
-        mode: ``min``, ``max`` or ``auto``.
+        mode: ``min``, ``max`` or ``auto``: the direction the compiled metric declares (``loss`` is
+            minimised), as Keras 3 decides it; a store that records the monitor keeps its mode.
         save_best_only: Save only when ``monitor`` improves on the best in the store.
         save_weights_only: Save weights (``.weights.h5``, with the optimizer's variables) instead of the
             whole model (``.keras``).
         save_freq: ``"epoch"``, or a number of batches; batch-level saves are numbered by the global
             batch count and record the batch in the manifest.
-        initial_value_threshold: The first save must beat this value.
+        initial_value_threshold: With ``save_best_only``, the first save must beat this value.
         verbose: 1 prints a line per save or skip.
         keep: The store's keep policy (when ``store`` is a URL).
         restart: ``auto`` (resume from the newest checkpoint that verifies, if any), ``required``, or
             ``off``.
         storage_options: For a URL on an object store.
+
+    Raises:
+        InvalidArgumentError: ``mode``, ``save_freq``, ``restart`` or ``filepath`` is not valid (Keras
+            warns about an unknown ``mode`` and falls back to ``auto``; this refuses it). During
+            ``fit``: ``mode="auto"`` and Keras cannot tell the monitor's direction (Keras raises
+            ``ValueError`` too; this error is one).
+        MissingMetricError: during ``fit``, ``filepath`` names a key the logs lack (a ``KeyError``, as
+            Keras raises).
     """
 
     def __init__(
@@ -73,14 +117,16 @@ class StoreCheckpoint(keras.callbacks.Callback):
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
+        if save_freq != "epoch" and not (
+            isinstance(save_freq, int) and not isinstance(save_freq, bool) and save_freq > 0
+        ):
             raise InvalidArgumentError(f"save_freq must be 'epoch' or a positive int, got {save_freq!r}")
         if restart not in ("auto", "required", "off"):
             raise InvalidArgumentError(f"restart must be 'auto', 'required' or 'off', got {restart!r}")
-        if isinstance(store, CheckpointStore):
-            self.store = store
-        else:
-            self.store = open_store(store, monitor=monitor, mode=mode, keep=keep, storage_options=storage_options)
+        if mode not in ("auto", "min", "max"):
+            raise InvalidArgumentError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        if not isinstance(monitor, str) or not monitor:
+            raise InvalidArgumentError(f"monitor must be a metric name, got {monitor!r}")
         self.filepath = filepath or ("model.weights.h5" if save_weights_only else "model.keras")
         if save_weights_only and not self.filepath.endswith(".weights.h5"):
             raise InvalidArgumentError(
@@ -88,13 +134,34 @@ class StoreCheckpoint(keras.callbacks.Callback):
             )
         if not save_weights_only and not self.filepath.endswith(".keras"):
             raise InvalidArgumentError(f"a whole model is saved as .keras, got {self.filepath!r}")
+        _check_inside(self.filepath)
+        # The direction: explicit, or "loss" (known without the model), or recorded by the store, or
+        # asked of the compiled metric once the model has run (Keras decides at the first epoch end).
+        known: Mode | None = resolve_mode(monitor, mode) if mode != "auto" else None
+        if known is None and monitor.removeprefix("val_") == "loss":
+            known = "min"
+        self._keep, self._storage_options = keep, storage_options
+        self._url: str | os.PathLike[str] | None = None
+        if isinstance(store, CheckpointStore):
+            self.store = store
+            if store.config.monitor == monitor and mode == "auto":
+                known = store.mode
+        elif known is not None:
+            self.store = open_store(store, monitor=monitor, mode=known, keep=keep, storage_options=storage_options)
+        else:
+            self.store = open_store(store, keep=keep, storage_options=storage_options)
+            if self.store.config.monitor is not None and self.store.config.monitor != monitor:
+                open_store(store, monitor=monitor, keep=keep, storage_options=storage_options)  # the mismatch
+            if self.store.config.monitor == monitor:
+                known = self.store.mode  # the store's definition of best
+            else:
+                self._url = store  # bind the monitor once the model tells its direction
         self.monitor = monitor
-        self.mode = resolve_mode(monitor, mode)
-        self.rules = SaveRules(
-            monitor=monitor if save_best_only or initial_value_threshold is not None else None,
-            mode=self.mode,
-            save_best_only=save_best_only,
-            initial_value_threshold=initial_value_threshold,
+        self.mode: Mode | None = known
+        self.save_best_only = save_best_only
+        self.initial_value_threshold = initial_value_threshold
+        SaveRules(  # validate now: a finite threshold
+            monitor=monitor, mode=known or "min", initial_value_threshold=initial_value_threshold
         )
         self.save_weights_only = save_weights_only
         self.save_freq = save_freq
@@ -103,6 +170,8 @@ class StoreCheckpoint(keras.callbacks.Callback):
         self.restored: Checkpoint | None = None
         self._epoch = 0
         self._batches = 0
+        self._since_save = 0
+        self._last_batch: int | None = None
 
     # -- resume ------------------------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -130,42 +199,65 @@ class StoreCheckpoint(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Save every ``save_freq`` batches."""
-        self._batches += 1
-        if isinstance(self.save_freq, int) and self._batches % self.save_freq == 0:
-            self._save(self._batches, logs, batch=batch, completed_epochs=self._epoch)
+        """Save every ``save_freq`` batches (counted as Keras counts them, ``steps_per_execution`` included)."""
+        if self.save_freq == "epoch":
+            return
+        # Keras's ModelCheckpoint._should_save_on_batch: a batch index not above the last starts an epoch.
+        added = batch + 1 if self._last_batch is None or batch <= self._last_batch else batch - self._last_batch
+        self._last_batch = batch
+        self._batches += added
+        self._since_save += added
+        if self._since_save >= int(self.save_freq):
+            self._since_save = 0
+            self._save(self._batches, logs, epoch_index=self._epoch, batch=batch)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Save after the epoch (numbered from 1: the count of completed epochs)."""
+        self._resolve_mode(required=True)  # Keras sets its monitor op here, whatever save_freq is
         if self.save_freq == "epoch":
-            self._save(epoch + 1, logs, batch=None, completed_epochs=epoch + 1)
+            self._save(epoch + 1, logs, epoch_index=epoch, batch=None)
 
-    def _save(self, number: int, logs: Mapping[str, Any] | None, *, batch: int | None, completed_epochs: int) -> None:
+    def _resolve_mode(self, *, required: bool) -> Mode | None:
+        """The monitor's direction; on first knowing it, bind the monitor to a store opened from a URL.
+
+        Raises:
+            InvalidArgumentError: ``required`` and Keras cannot tell the direction (Keras's ``ValueError``).
+        """
+        if self.mode is None:
+            self.mode = metric_direction(self.model, self.monitor)
+            if self.mode is None:
+                if not required:
+                    return None
+                raise InvalidArgumentError(
+                    f"StoreCheckpoint received monitor={self.monitor!r}, but Keras cannot tell whether that "
+                    "metric should be maximized or minimized (no compiled metric of that name declares a "
+                    "direction); pass mode='max' or mode='min'"
+                )
+        if self._url is not None:  # the store was opened without the monitor: record it with its direction
+            url, self._url = self._url, None
+            bound = open_store(
+                url, monitor=self.monitor, mode=self.mode, keep=self._keep, storage_options=self._storage_options
+            )
+            if self.restored is not None:
+                bound.restart("auto", verify=False)  # the resumed-from epoch again (verified once already)
+            self.store.close()
+            self.store = bound
+        return self.mode
+
+    def _save(self, number: int, logs: Mapping[str, Any] | None, *, epoch_index: int, batch: int | None) -> None:
+        logs = dict(logs or {})
+        name = self._file_name(epoch_index, batch, logs)
+        self._resolve_mode(required=False)  # the compiled metrics exist once a step has run
         metrics = finite_scalars(logs)
-        best_value = None
-        if self.rules.monitor is not None:
-            try:
-                best_value = self.store.best(metric=self.monitor, mode=self.mode).all_metrics.get(self.monitor)
-            except (CheckpointNotFoundError, InvalidArgumentError):
-                best_value = None
-        if self.rules.monitor is not None and self.monitor not in metrics:
-            if self.verbose:
-                print(f"StoreCheckpoint: {self.monitor!r} is not in the logs; not saving {number}")
+        what = f"epoch {epoch_index + 1}" if batch is None else f"batch {number}"
+        if self.save_best_only and not self._is_best(number, logs, metrics, what):
             return
-        decision = decide_save(self.rules, number, metrics, best_value)
-        if not decision.save:
-            if self.verbose:
-                print(f"StoreCheckpoint: {number} not saved: {decision.reason}")
-            return
-        if self.store.config.monitor is not None and self.store.config.monitor not in metrics:
-            return  # the store needs its monitor in every save (validation had not run)
-        name = self.filepath.format(epoch=completed_epochs, batch=batch if batch is not None else 0, **metrics)
         with self.store.save(
             number,
-            metrics=metrics,
+            metrics=metrics,  # without the monitor (not in the logs): saved, and it cannot be best
             batch=batch,
             step=self._batches,
-            metadata={_EPOCH_KEY: completed_epochs},
+            metadata={_EPOCH_KEY: epoch_index if batch is not None else epoch_index + 1},
             force=True,
         ) as tx:
             target = tx.path / name
@@ -175,7 +267,88 @@ class StoreCheckpoint(keras.callbacks.Callback):
             else:
                 self.model.save(str(target))
         if self.verbose:
-            print(f"StoreCheckpoint: saved {number} to {self.store.url} ({decision.reason})")
+            print(f"StoreCheckpoint: {what}: saved {number} to {self.store.url} as {name}")
+
+    def _is_best(self, number: int, logs: Mapping[str, Any], metrics: Mapping[str, float], what: str) -> bool:
+        """``save_best_only``: whether to save, as ``ModelCheckpoint._should_save_model`` decides."""
+        raw = logs.get(self.monitor)
+        if raw is None:
+            warnings.warn(
+                f"StoreCheckpoint: can save best model only with {self.monitor} available; {what} is saved "
+                f"without it (it cannot become the best)",
+                UserWarning,
+                stacklevel=3,
+            )
+            return True
+        if len(getattr(raw, "shape", ())) > 0 and self.monitor not in metrics:
+            warnings.warn(
+                f"StoreCheckpoint: can save best model only when {self.monitor} is a scalar value, got {raw!r}; "
+                "falling back to save_best_only=False",
+                UserWarning,
+                stacklevel=3,
+            )
+            return True
+        mode = self._resolve_mode(required=True) or "min"  # required: it raises rather than return None
+        best_value = None
+        try:
+            best_value = self.store.best(metric=self.monitor, mode=mode).all_metrics.get(self.monitor)
+        except (CheckpointNotFoundError, InvalidArgumentError):
+            best_value = None
+        if self.monitor not in metrics:  # NaN or infinite: improves only on nothing, as in Keras
+            improved = best_value is None and self.initial_value_threshold is None
+            reason = f"{self.monitor}={raw} is not finite"
+        else:
+            rules = SaveRules(
+                monitor=self.monitor,
+                mode=mode,
+                save_best_only=True,
+                initial_value_threshold=self.initial_value_threshold,
+            )
+            decision = decide_save(rules, number, {self.monitor: metrics[self.monitor]}, best_value)
+            improved, reason = decision.save, decision.reason
+        if self.verbose:
+            print(f"StoreCheckpoint: {what}: {reason}{'' if improved else '; not saved'}")
+        return improved
+
+    def _file_name(self, epoch_index: int, batch: int | None, logs: Mapping[str, Any]) -> str:
+        """The template formatted as Keras formats it: ``epoch`` and ``batch`` from 1, then the logs.
+
+        Raises:
+            MissingMetricError: the template names a key the logs lack (Keras raises ``KeyError``).
+        """
+        values = {key: _formattable(value) for key, value in logs.items()}
+        try:
+            if batch is None or "batch" in values:
+                name = self.filepath.format(epoch=epoch_index + 1, **values)
+            else:
+                name = self.filepath.format(epoch=epoch_index + 1, batch=batch + 1, **values)
+        except KeyError as exc:
+            raise MissingMetricError(
+                f"failed to format the file name {self.filepath!r}: {exc} is not in the logs "
+                f"(got: {', '.join(sorted(values)) or 'none'})"
+            ) from None
+        _check_inside(name)
+        return name
+
+
+def _formattable(value: Any) -> Any:
+    """A log value as a Python number where it is one (tensors and numpy scalars format like floats)."""
+    if isinstance(value, (int, float, str)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _check_inside(name: str) -> None:
+    """Refuse a file name that would leave the checkpoint's folder."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if not name or path.is_absolute() or ".." in path.parts or os.path.isabs(name):
+        raise InvalidArgumentError(
+            f"filepath names a file inside each checkpoint (relative, without '..'), got {name!r}; "
+            "the store's URL says where checkpoints go"
+        )
 
 
 class KerasModelSerializer:
