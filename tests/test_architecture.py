@@ -63,6 +63,7 @@ MUST_NOT_IMPORT_STORE: tuple[str, ...] = (
     "ckptstore.transfer",
     "ckptstore.caches",
     "ckptstore.queries",
+    "ckptstore.policy_record",
 )
 """Modules (``fnmatch`` patterns) that must not reach ``ckptstore.store``, directly or through others."""
 
@@ -129,6 +130,7 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.pipeline",
     "ckptstore.pointers",
     "ckptstore.policies",
+    "ckptstore.policy_record",
     "ckptstore.queries",
     "ckptstore.resolve",
     "ckptstore.restart",

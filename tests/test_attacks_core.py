@@ -76,7 +76,7 @@ def test_a_lying_index_never_makes_gc_delete_another_runs_checkpoint_or_the_true
     root = tmp_path / "store"
     other = ckptstore.open(root, monitor="val_loss", run_id="other-run")
     save_bytes(other, 1, metrics={"val_loss": 0.9})
-    mine = ckptstore.open(root, run_id="mine", keep=ckptstore.keep.linear(1), gc_on_save=False)
+    mine = ckptstore.open(root, run_id="mine", keep=ckptstore.keep.linear(2), gc_on_save=False)
     save_bytes(mine, 2, metrics={"val_loss": 0.1})  # the true best
     for epoch in (3, 4, 5):
         save_bytes(mine, epoch, metrics={"val_loss": 0.5})

@@ -255,10 +255,10 @@ def test_the_store_root_itself_may_be_a_symlink(tmp_path: Path) -> None:
     real.mkdir(parents=True)
     link = tmp_path / "runs"
     link.symlink_to(real, target_is_directory=True)
-    store = ckptstore.open(link, monitor="val_loss", keep=ckptstore.keep.linear(1))
+    store = ckptstore.open(link, monitor="val_loss", keep=ckptstore.keep.linear(2))
     for epoch in (1, 2, 3):
         save_bytes(store, epoch, metrics={"val_loss": 1.0 / epoch})
-    assert store.epochs() == [2, 3]  # gc deleted epoch 1 through the root's link; best and last are not counted
+    assert store.epochs() == [2, 3]  # gc deleted epoch 1 through the root's link; linear(2) keeps 2 and 3 (the last)
     assert store.restart() == store.get(3)
     assert sorted(os.listdir(real / "epochs")) == ["00000002", "00000003"]
 

@@ -89,3 +89,36 @@ def test_download_copies_and_verifies(store: ckptstore.CheckpointStore, tmp_path
     with pytest.raises(ckptstore.ChecksumMismatchError):
         ck.download(os.path.join(tmp_path, "copy2"))
     assert not os.path.exists(os.path.join(tmp_path, "copy2", "model.bin"))
+
+
+def test_a_download_that_fails_verification_leaves_nothing_at_the_destination(
+    damaged: ckptstore.Checkpoint, tmp_path: os.PathLike[str]
+) -> None:
+    """A new user's report: 4 of 5 files and no manifest were left behind. Now: no folder, no sibling."""
+    flip(damaged.path / "sub" / "opt.bin", 0)
+    dest = os.path.join(tmp_path, "dl", "best")
+    with pytest.raises(ckptstore.ChecksumMismatchError, match="opt.bin"):
+        damaged.download(dest)
+    assert not os.path.exists(dest)
+    assert os.listdir(os.path.join(tmp_path, "dl")) == []  # no hidden partial sibling either
+
+
+def test_a_download_into_an_existing_folder_replaces_only_its_own_names_once_verified(
+    damaged: ckptstore.Checkpoint, tmp_path: os.PathLike[str]
+) -> None:
+    dest = os.path.join(tmp_path, "existing")
+    os.makedirs(dest)
+    with open(os.path.join(dest, "model.bin"), "wb") as f:
+        f.write(b"old")
+    with open(os.path.join(dest, "mine.txt"), "wb") as f:
+        f.write(b"user file")
+    flip(damaged.path / "sub" / "opt.bin", 0)
+    with pytest.raises(ckptstore.ChecksumMismatchError):
+        damaged.download(dest)
+    assert sorted(os.listdir(dest)) == ["mine.txt", "model.bin"]
+    assert open(os.path.join(dest, "model.bin"), "rb").read() == b"old"  # untouched by the failed download
+    flip(damaged.path / "sub" / "opt.bin", 0)  # repaired
+    damaged.download(dest)
+    assert open(os.path.join(dest, "model.bin"), "rb").read() == (damaged.path / "model.bin").read_bytes()
+    assert open(os.path.join(dest, "mine.txt"), "rb").read() == b"user file"
+    assert sorted(os.listdir(dest)) == ["MANIFEST.json", "mine.txt", "model.bin", "sub"]

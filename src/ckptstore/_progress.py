@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["MIN_BYTES", "Progress", "ProgressOption", "make_progress"]
+__all__ = ["MIN_BYTES", "Progress", "ProgressOption", "estimate_bytes", "make_progress", "make_stream_progress"]
 
 MIN_BYTES = 64 * 1024 * 1024
 """Transfers smaller than this show no bar."""
@@ -48,6 +48,8 @@ class Progress:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._last_draw = 0.0
+        self._quiet_below = 0  # a streamed transfer of unknown size shows itself once it is this big
+        self._drawn = False
 
     def __call__(self, n: int) -> None:
         """Count ``n`` more bytes."""
@@ -56,16 +58,22 @@ class Progress:
             if self._callback is not None:
                 self._callback(self.done, self.total, self.description)
                 return
+            if self.done < self._quiet_below:
+                return
             now = time.monotonic()
-            if now - self._last_draw >= 0.1 or self.done >= self.total:
+            if now - self._last_draw >= 0.1 or self.done == self.total:
                 self._last_draw = now
                 self._draw(now)
 
     def _draw(self, now: float) -> None:
-        fraction = self.done / self.total if self.total else 1.0
+        rate = self.done / max(now - self._started, 1e-9) / 1e6
+        if self.total <= 0 or self.done > self.total:  # streamed, size unknown (or outgrown): count
+            self._stream.write(f"\r{self.description}: {self.done / 1e6:,.0f} MB {rate:,.0f} MB/s")
+            self._stream.flush()
+            return
+        fraction = self.done / self.total
         width = 30
         filled = int(width * min(fraction, 1.0))
-        rate = self.done / max(now - self._started, 1e-9) / 1e6
         self._stream.write(
             f"\r{self.description}: [{'#' * filled}{'.' * (width - filled)}] "
             f"{fraction * 100:5.1f}% {self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB {rate:,.0f} MB/s"
@@ -73,9 +81,11 @@ class Progress:
         self._stream.flush()
 
     def close(self) -> None:
-        """End the line of the built-in bar."""
+        """End the line of the built-in bar (if it was shown)."""
         if self._callback is None:
             with self._lock:
+                if self.done < self._quiet_below:
+                    return
                 self._draw(time.monotonic())
                 self._stream.write("\n")
                 self._stream.flush()
@@ -97,3 +107,45 @@ def _stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def make_stream_progress(option: ProgressOption, description: str, expected: int | None) -> Progress | None:
+    """The reporter for streamed writes (``tx.open()`` to an object store), whose size is known only at the end.
+
+    ``expected`` is the serializer's estimate of the bytes (None if it cannot tell). With the default
+    option the bar shows on a terminal once the transfer is big: from the start when ``expected`` is
+    at least :data:`MIN_BYTES`, else as soon as that many bytes went out; without an estimate it
+    counts bytes and rate instead of a percentage.
+    """
+    if option is False:
+        return None
+    total = expected or 0
+    if callable(option):
+        return Progress(total, description, callback=option)
+    if option is None and not _stderr_is_tty():
+        return None
+    progress = Progress(total, description)
+    if option is None and total < MIN_BYTES:
+        progress._quiet_below = MIN_BYTES
+    return progress
+
+
+def estimate_bytes(state: object, _depth: int = 0) -> int | None:
+    """The bytes of the arrays and buffers in ``state`` (nested dicts, lists, tuples), or None if it has none.
+
+    Counts anything with an integer ``nbytes`` (numpy arrays, torch tensors, jax arrays), ``bytes``
+    and ``bytearray``; the serializer's own overhead (headers, pickled structure) is not counted.
+    """
+    if _depth > 64:
+        return None
+    nbytes = getattr(state, "nbytes", None)
+    if isinstance(nbytes, int) and not isinstance(nbytes, bool):
+        return nbytes
+    if isinstance(state, (bytes, bytearray, memoryview)):
+        return len(state)
+    items = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else None
+    if items is None:
+        return None
+    found = [estimate_bytes(item, _depth + 1) for item in items]
+    counted = [n for n in found if n is not None]
+    return sum(counted) if counted else None

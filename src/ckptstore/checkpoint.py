@@ -44,12 +44,14 @@ from .transfer import download as _download
 if TYPE_CHECKING:
     from .backends.base import Backend
 
-__all__ = ["EVALUATION_KEY", "METADATA_FILE", "Checkpoint", "CheckpointSource"]
+__all__ = ["EVALUATION_KEY", "EVALUATION_MODES_KEY", "METADATA_FILE", "Checkpoint", "CheckpointSource"]
 
 MANIFEST_FILE = "MANIFEST.json"
 METADATA_FILE = "METADATA.json"
 EVALUATION_KEY = "evaluation"
 """The metadata key under which :meth:`CheckpointStore.evaluate` records its results."""
+EVALUATION_MODES_KEY = "evaluation_modes"
+"""The metadata key under which :meth:`CheckpointStore.evaluate` records each metric's mode (min or max)."""
 _UNIX_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
@@ -201,6 +203,15 @@ class Checkpoint:
         return self._source._update_metadata(
             self, lambda current: {k: v for k, v in current.items() if k not in names}, f"removed {sorted(names)}"
         )
+
+    @property
+    def evaluation_modes(self) -> dict[str, str]:
+        """``{metric: "min" | "max"}`` as :meth:`CheckpointStore.evaluate` recorded them (index data when listed)."""
+        metadata = self._metadata if self._metadata is not None else self.metadata
+        modes = metadata.get(EVALUATION_MODES_KEY)
+        if not isinstance(modes, dict):
+            return {}
+        return {name: mode for name, mode in modes.items() if isinstance(name, str) and mode in ("min", "max")}
 
     @property
     def all_metrics(self) -> dict[str, float]:
@@ -409,8 +420,9 @@ class Checkpoint:
     ) -> Path:
         """Copy the checkpoint's files and manifest into ``dest``, in parallel, verifying while reading.
 
-        Each file is written under a temporary name and renamed into place only after its digest
-        matched the manifest, so ``dest`` never holds a file that differs from the checkpoint.
+        Everything is downloaded into a hidden sibling of ``dest`` first and moved into place only
+        when every file's digest matched the manifest (one rename for a new ``dest``), so a failed
+        download leaves nothing at ``dest``: never a partial folder, never a file that differs.
 
         Args:
             dest: A directory; created if missing. Existing files of the same names are replaced.
@@ -422,7 +434,7 @@ class Checkpoint:
             The destination directory.
 
         Raises:
-            ChecksumMismatchError: a file read differs from the manifest (nothing of it is left).
+            ChecksumMismatchError: a file read differs from the manifest (nothing is left at ``dest``).
             DestinationExistsError: ``dest`` (or a folder the files go into) is a file, or a folder
                 stands where a file goes; checked before anything is written.
             InvalidArgumentTypeError: ``dest`` is not a path.

@@ -54,6 +54,7 @@ from .manifest import check_descriptor
 from .oplog import OpLog
 from .pointers import pointer_monitor
 from .policies import KeepPolicy, Mode, SaveRules, resolve_mode
+from .policy_record import describe_policy, policy_from_json, policy_to_json
 from .retry import RetryPolicy
 
 __all__ = [
@@ -217,6 +218,9 @@ def open_descriptor(
             if config.monitor is not None:  # best is bound to its metric from the start
                 fresh["monitor"] = config.monitor
                 fresh["mode"] = config.resolved_mode
+            recordable = policy_to_json(config.keep) if config.keep is not None else None
+            if recordable is not None:  # so gc from the CLI, or a later open, applies the same policy
+                fresh["keep"] = recordable
             try:
                 backend.check_container()
                 backend.create_only(STORE_FILE, json.dumps(fresh, indent=1).encode())
@@ -255,12 +259,14 @@ def _bind_monitor(
     lock: Callable[[], AbstractContextManager[None]],
     log: OpLog,
 ) -> tuple[dict[str, Any], StoreConfig]:
-    """Bind ``config`` to the monitor and mode recorded in ``ckptstore.json``; record them on first use.
+    """Bind ``config`` to the monitor, mode and keep policy recorded in ``ckptstore.json``; record them on first use.
 
     ``best`` means one thing per store: a store records its monitor and mode when it is created with
     one, or at the first open that names one (by compare-and-swap, so two first opens agree). A later
     open without ``monitor=`` uses them; one with another monitor (or an explicit other mode) is
-    refused before anything is written.
+    refused before anything is written. The keep policy is recorded the same way (when it is one of
+    :mod:`ckptstore.keep`'s); a later open without ``keep=`` uses it, one with another keeps its own
+    for that process (the record is not rewritten).
 
     Returns:
         The descriptor as it is on the backend now, and the bound options.
@@ -271,50 +277,76 @@ def _bind_monitor(
     """
     where = f"{url}/{STORE_FILE}"
     for _attempt in range(CAS_ATTEMPTS):
-        recorded, recorded_mode = descriptor.get("monitor"), descriptor.get("mode")
-        if recorded is not None and (
-            not isinstance(recorded, str) or not recorded or recorded_mode not in ("min", "max")
-        ):
-            raise ManifestError(
-                f"{where}: 'monitor' must be a metric name and 'mode' 'min' or 'max' "
-                f"(found {recorded!r}, {recorded_mode!r}); fix or remove them"
-            )
-        legacy = None
-        if recorded is None:  # stores made before the descriptor kept it: what the best pointer records
-            legacy = pointer_monitor(backend)
-            if legacy is not None:
-                recorded, recorded_mode = legacy
-        wanted, wanted_mode = config.monitor, config.mode
-        if recorded is not None:
-            if wanted is not None and wanted != recorded:
-                raise MonitorMismatchError(
-                    f"the store at {url} ranks checkpoints by {recorded!r} ({recorded_mode}), as recorded in "
-                    f"{STORE_FILE}; it cannot be opened with monitor={wanted!r}. Open it without monitor= (or "
-                    f"with monitor={recorded!r}), and rank by another metric with store.best(metric={wanted!r}) "
-                    f"or store.list(sort_by={wanted!r})"
-                )
-            if wanted_mode != "auto" and wanted_mode != recorded_mode:
-                raise MonitorMismatchError(
-                    f"the store at {url} ranks {recorded!r} with mode={recorded_mode!r}, as recorded in "
-                    f"{STORE_FILE}; it cannot be opened with mode={wanted_mode!r}. Open it with mode='auto' or "
-                    f"{recorded_mode!r}; rank the other way with store.list(sort_by={recorded!r}, order=...)"
-                )
-            config = attrs.evolve(config, monitor=recorded, mode=str(recorded_mode))
-            if legacy is None or not writable:
-                return descriptor, config
-        elif wanted is None or not writable:
+        config, updates = _recorded_monitor(backend, url, config, descriptor)
+        config, keep_updates = _recorded_keep(where, config, descriptor)
+        updates.update(keep_updates)
+        if not updates or not writable:
             return descriptor, config
-        updated = {**descriptor, "monitor": config.monitor, "mode": config.resolved_mode}
-        with backend_errors(backend, f"record the monitor in {STORE_FILE}"), lock():
+        updated = {**descriptor, **updates}
+        with backend_errors(backend, f"record the monitor and keep policy in {STORE_FILE}"), lock():
             current = backend.read_versioned(STORE_FILE)
             if current is None:
                 raise StoreNotFoundError(f"{where} disappeared while the store was being opened")
             unchanged = parse_json(current[0]) == descriptor
             if unchanged and backend.write_if(STORE_FILE, json.dumps(updated, indent=1).encode(), current[1]):
-                log("MONITOR", f"best is chosen by {updated['monitor']} ({updated['mode']})")
+                if "monitor" in updates:
+                    log("MONITOR", f"best is chosen by {updated['monitor']} ({updated['mode']})")
+                if "keep" in updates:
+                    log("KEEP", f"keep policy recorded: {describe_policy(updated['keep'])}")
                 return updated, config
-            descriptor = parse_json(current[0])  # another process recorded one first: check against it
+            descriptor = parse_json(current[0])  # another process recorded first: check against it
     raise CommitFailedError(errno.EAGAIN, f"could not record the monitor in {where}: too many concurrent opens")
+
+
+def _recorded_monitor(
+    backend: Backend, url: str, config: StoreConfig, descriptor: dict[str, Any]
+) -> tuple[StoreConfig, dict[str, Any]]:
+    """``config`` bound to the recorded monitor and mode, and the fields to record (none, or both)."""
+    where = f"{url}/{STORE_FILE}"
+    recorded, recorded_mode = descriptor.get("monitor"), descriptor.get("mode")
+    if recorded is not None and (not isinstance(recorded, str) or not recorded or recorded_mode not in ("min", "max")):
+        raise ManifestError(
+            f"{where}: 'monitor' must be a metric name and 'mode' 'min' or 'max' "
+            f"(found {recorded!r}, {recorded_mode!r}); fix or remove them"
+        )
+    legacy = None
+    if recorded is None:  # stores made before the descriptor kept it: what the best pointer records
+        legacy = pointer_monitor(backend)
+        if legacy is not None:
+            recorded, recorded_mode = legacy
+    wanted, wanted_mode = config.monitor, config.mode
+    if recorded is None:
+        if wanted is None:
+            return config, {}
+        return config, {"monitor": config.monitor, "mode": config.resolved_mode}
+    if wanted is not None and wanted != recorded:
+        raise MonitorMismatchError(
+            f"the store at {url} ranks checkpoints by {recorded!r} ({recorded_mode}), as recorded in "
+            f"{STORE_FILE}; it cannot be opened with monitor={wanted!r}. Open it without monitor= (or "
+            f"with monitor={recorded!r}), and rank by another metric with store.best(metric={wanted!r}) "
+            f"or store.list(sort_by={wanted!r})"
+        )
+    if wanted_mode != "auto" and wanted_mode != recorded_mode:
+        raise MonitorMismatchError(
+            f"the store at {url} ranks {recorded!r} with mode={recorded_mode!r}, as recorded in "
+            f"{STORE_FILE}; it cannot be opened with mode={wanted_mode!r}. Open it with mode='auto' or "
+            f"{recorded_mode!r}; rank the other way with store.list(sort_by={recorded!r}, order=...)"
+        )
+    config = attrs.evolve(config, monitor=recorded, mode=str(recorded_mode))
+    return config, ({"monitor": recorded, "mode": recorded_mode} if legacy is not None else {})
+
+
+def _recorded_keep(where: str, config: StoreConfig, descriptor: dict[str, Any]) -> tuple[StoreConfig, dict[str, Any]]:
+    """``config`` with the recorded keep policy when it names none, and the field to record (if any)."""
+    raw = descriptor.get("keep")
+    if raw is not None:
+        try:
+            recorded = policy_from_json(raw)
+        except InvalidArgumentError as exc:
+            raise ManifestError(f"{where}: field 'keep' is not a keep policy ({exc}); fix or remove it") from None
+        return (config if config.keep is not None else attrs.evolve(config, keep=recorded)), {}
+    wanted = policy_to_json(config.keep) if config.keep is not None else None
+    return config, ({"keep": wanted} if wanted is not None else {})
 
 
 def _prepare_local_root(root: Path, create: bool) -> bool:

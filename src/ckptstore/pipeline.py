@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._boundary import backend_errors
-from ._progress import ProgressOption
+from ._progress import ProgressOption, estimate_bytes
 from ._validate import check_epoch, check_metadata, check_metrics, check_optional_int
 from .backends.base import Backend
 from .checkpoint import Checkpoint, CheckpointSource
@@ -88,7 +88,9 @@ class Pipeline:
         check_writable: Callable[[], None],
         after_commit: Callable[[Checkpoint, SaveDecision], None],
         caches_stale: Callable[[], None],
+        progress: ProgressOption = None,
     ) -> None:
+        self.progress = progress
         self._source = source
         self._target = target
         self._layout = target.layout
@@ -200,6 +202,7 @@ class Pipeline:
             self.log("SKIP", f"epoch={tx.epoch} {tx.decision.reason}")
             self._stats["skipped"] += 1
             return None
+        tx.expected_bytes = estimate_bytes(state)  # so a streamed upload can show a bar with a percentage
         with tx:
             try:
                 serializer.save(state, tx)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ._boundary import backend_errors
 from ._validate import check_count, check_metrics, check_optional_text
 from .catalog import best_of, ordered
-from .checkpoint import EVALUATION_KEY, Checkpoint
+from .checkpoint import EVALUATION_KEY, EVALUATION_MODES_KEY, Checkpoint
 from .context import Part, StoreContext
 from .errors import CheckpointNotFoundError, InvalidArgumentError, VerificationError
 from .find import store_files
@@ -81,7 +81,7 @@ class Queries(Part):
         elif key == "time":
             result = sorted(checkpoints, key=lambda c: (c.manifest.committed_at_ns, c.epoch), reverse=order == "desc")
         else:
-            mode = self._mode if key == self._monitor else resolve_mode(key, "auto")
+            mode = self.mode_for(key, checkpoints)
             direction = order or ("asc" if mode == "min" else "desc")
             result = ordered(checkpoints, by=lambda c: c.all_metrics.get(key), order=direction)
         return result if limit is None else result[:limit]
@@ -111,18 +111,14 @@ class Queries(Part):
         monitor = metric or self._monitor
         if monitor is None:
             raise InvalidArgumentError("best() needs a metric: pass metric= or open the store with monitor=")
-        if mode is not None:
-            resolved = resolve_mode(monitor, mode)
-        elif monitor == self._monitor:
-            resolved = self._mode
-        else:
-            resolved = resolve_mode(monitor, "auto")
-        is_monitor = monitor == self._monitor and resolved == self._mode
+        is_monitor = monitor == self._monitor and (mode is None or resolve_mode(monitor, mode) == self._mode)
         if is_monitor:
             pointed = self._pointers.checkpoint("best")
             if pointed is not None and monitor in pointed.metrics:
                 return pointed
-        scored = [c for c in self.scan()[0] if monitor in c.all_metrics]
+        checkpoints = self.scan()[0]
+        resolved = resolve_mode(monitor, mode) if mode is not None else self.mode_for(monitor, checkpoints)
+        scored = [c for c in checkpoints if monitor in c.all_metrics]
         if not scored:
             raise CheckpointNotFoundError(f"no checkpoint in {self._url} has the metric {monitor!r}")
         winner = best_of(scored, lambda c: c.all_metrics[monitor], resolved)
@@ -155,6 +151,20 @@ class Queries(Part):
             "pinned": self._pointers.pinned(),
             "this_process": dict(stats),
         }
+
+    def mode_for(self, metric: str, checkpoints: builtins.list[Checkpoint]) -> Mode:
+        """Which end of ``metric`` is best.
+
+        The store's mode for its monitor; else the mode :meth:`evaluate` recorded with the metric (the
+        newest record); else a guess from its name (``acc`` and friends: max).
+        """
+        if metric == self._monitor:
+            return self._mode
+        for checkpoint in sorted(checkpoints, key=lambda c: c.epoch, reverse=True):  # the newest record wins
+            recorded = checkpoint.evaluation_modes.get(metric)
+            if recorded is not None:  # "min" or "max" (evaluation_modes keeps only those)
+                return "min" if recorded == "min" else "max"
+        return resolve_mode(metric, "auto")
 
     def best_value(self) -> float | None:
         """The monitor's value of the best checkpoint, or None (no monitor, or nothing scored yet)."""
@@ -205,7 +215,7 @@ class Queries(Part):
         results: builtins.list[tuple[Checkpoint, float]] = []
         for checkpoint in self.listing("epoch", None, None):
             try:  # verified in the same read that loads or downloads it
-                if load:
+                if load and (serializer is not None or checkpoint.manifest.serializer):
                     outcome = fn(checkpoint.load(serializer))
                 else:
                     with checkpoint.local_path() as path:
@@ -220,8 +230,13 @@ class Queries(Part):
                 outcome = outcome.get(metric)
             value = check_metrics({metric: outcome})[metric]
             evaluation = checkpoint.metadata.get(EVALUATION_KEY)
-            merged = {**(evaluation if isinstance(evaluation, dict) else {}), metric: value}
-            checkpoint.add_metadata({EVALUATION_KEY: merged})
+            modes = checkpoint.metadata.get(EVALUATION_MODES_KEY)
+            checkpoint.add_metadata(
+                {
+                    EVALUATION_KEY: {**(evaluation if isinstance(evaluation, dict) else {}), metric: value},
+                    EVALUATION_MODES_KEY: {**(modes if isinstance(modes, dict) else {}), metric: resolved},
+                }
+            )
             self._log("EVALUATE", f"epoch {checkpoint.epoch} {metric}={value:.6g}")
             results.append((checkpoint, value))
         results.sort(key=lambda item: (item[1], item[0].epoch), reverse=resolved == "max")

@@ -184,7 +184,13 @@ class CheckpointStore:
             check_writable=self._check_writable,
             after_commit=self._after_commit,
             caches_stale=self._caches_went_stale,
+            progress=self.config.progress,
         )
+
+    def __repr__(self) -> str:
+        monitor = f" monitor={self.config.monitor}({self.mode})" if self.config.monitor else ""
+        keep = f" keep={self.config.keep!r}" if self.config.keep is not None else ""
+        return f"<CheckpointStore {self.url}{monitor}{keep} run={self.run_id[:12]}>"
 
     @property
     def root(self) -> Path:
@@ -495,15 +501,19 @@ class CheckpointStore:
 
         The loop of the TensorFlow post (seed 001) done once, right: each checkpoint is verified first
         (one that fails is skipped, logged and warned about, never evaluated), ``fn`` gets the loaded
-        state (``load=True``, with the recorded or given serializer) or a verified local directory,
-        and its result is stored under ``metadata["evaluation"][metric]`` without touching the commit
-        record, so ``store.best(metric=metric)`` and ``store.list(sort_by=metric)`` use it.
+        state (``load=True``, with the recorded or given serializer) or a verified local directory
+        (``load=False``, or a checkpoint written as plain files, with no serializer to load it), and
+        its result is stored under ``metadata["evaluation"][metric]``, its mode under
+        ``metadata["evaluation_modes"][metric]``, without touching the commit record. So
+        ``store.best(metric=metric)``, ``store.list(sort_by=metric)``, ``top()``, the CLI's
+        ``ls --sort-by`` and ``download --best --metric`` rank it by that mode.
 
         Args:
             fn: Returns the metric as a number (or a mapping holding ``metric``).
             metric: The name to record the result under.
-            mode: Which end is best for the ranking.
-            load: Pass the loaded state (True) or a local path (False).
+            mode: Which end is best (``max``, ``min``, or ``auto`` to guess from the name); recorded.
+            load: Pass the loaded state (True; a local directory where no serializer was recorded)
+                or always a local directory (False).
             serializer: Override the recorded serializer.
 
         Returns:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from ._progress import Progress, ProgressOption, make_stream_progress
 from ._validate import check_key_length, check_portable_name, check_relpath, clash_message
 from .checksum import HashingStream, HashingWriter
 from .errors import InvalidArgumentError, UnsafePathError
@@ -67,6 +68,11 @@ class SavePipeline(Protocol):
         """Record one event in the store's log."""
         ...
 
+    @property
+    def progress(self) -> ProgressOption:
+        """The store's progress option (``StoreConfig.progress``), for streamed uploads."""
+        ...
+
 
 class SaveTransaction:
     """One checkpoint being written; use it as a context manager from :meth:`CheckpointStore.save`.
@@ -111,6 +117,20 @@ class SaveTransaction:
         self._future: Future[Checkpoint] | None = None
         self._checkpoint: Checkpoint | None = None
         self._started = time.monotonic()
+        self.expected_bytes: int | None = None  # the serializer's estimate, for a streamed upload's bar
+        self._stream_bar: Progress | None = None
+
+    def __repr__(self) -> str:
+        if self._checkpoint is not None:
+            state = "committed"
+        elif self.skipped:
+            state = f"skipped ({self.decision.reason})"
+        elif self._future is not None:
+            state = "committing in the background"
+        else:
+            state = "open" if self._work is not None else "not started"
+        metrics = "".join(f" {k}={v:.6g}" for k, v in sorted(self.metrics.items()))
+        return f"<SaveTransaction epoch={self.epoch}{metrics} {state} in {self._pipeline.url}>"
 
     @property
     def skipped(self) -> bool:
@@ -172,7 +192,13 @@ class SaveTransaction:
 
         writer: HashingWriter | HashingStream
         if self._claimed:  # object stores: straight into the claimed epoch folder
-            writer = HashingStream(fs.open_write(key), f"{self._pipeline.url}/{key}", on_close=done)
+            if self._stream_bar is None:
+                self._stream_bar = make_stream_progress(
+                    self._pipeline.progress, f"upload epoch {self.epoch}", self.expected_bytes
+                )
+            writer = HashingStream(
+                fs.open_write(key), f"{self._pipeline.url}/{key}", on_close=done, progress=self._stream_bar
+            )
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             writer = HashingWriter(target, on_close=done)
@@ -202,6 +228,9 @@ class SaveTransaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        bar, self._stream_bar = self._stream_bar, None
+        if bar is not None:
+            bar.close()
         if exc_type is not None or self.skipped:
             self._abort(f"aborted by {exc_type.__name__}" if exc_type is not None else None)
             return

@@ -54,37 +54,51 @@ def download(
     if not isinstance(dest, (str, os.PathLike)):
         raise InvalidArgumentTypeError(f"download() needs a destination path, got {type(dest).__name__}")
     target = Path(dest)
-    check_destination(target, [*(e.path for e in manifest.files), MANIFEST_FILE], manifest.epoch)
+    names = [*(e.path for e in manifest.files), MANIFEST_FILE]
+    check_destination(target, names, manifest.epoch)
+    # Everything goes into a hidden sibling first; only a fully verified copy is moved into place, so a
+    # failure (a digest mismatch, an outage, Ctrl-C) leaves nothing at the destination.
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        target.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:  # it appeared meanwhile
+        staging.mkdir(parents=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a parent became a file meanwhile
         raise DestinationExistsError(f"cannot download epoch {manifest.epoch} into {target}: {exc}") from None
     bar = make_progress(progress, manifest.total_size, f"download epoch {manifest.epoch}")
 
     def fetch(entry: FileEntry) -> None:
-        out = target / entry.path
+        out = staging / entry.path
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.part"
-        try:
-            with backend.open_read(f"{key}/{entry.path}") as src, open(tmp, "xb") as dst:
-                size, digest = copy_hashing(src, dst, bar)
-            if verify:
-                check_entry(f"{url}/{entry.path}", entry, size, digest)
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with backend.open_read(f"{key}/{entry.path}") as src, open(out, "xb") as dst:
+            size, digest = copy_hashing(src, dst, bar)
+        if verify:
+            check_entry(f"{url}/{entry.path}", entry, size, digest)
 
     try:
         with ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-get") as pool:
             for future in [pool.submit(fetch, e) for e in manifest.files]:
                 future.result()
+        (staging / MANIFEST_FILE).write_bytes(backend.read_bytes(f"{key}/{MANIFEST_FILE}"))
+        _move_into_place(staging, target, names, manifest.epoch)
     finally:
         if bar is not None:
             bar.close()
-    (target / MANIFEST_FILE).write_bytes(backend.read_bytes(f"{key}/{MANIFEST_FILE}"))
+        shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _move_into_place(staging: Path, target: Path, names: Iterable[str], epoch: int) -> None:
+    """Rename a verified download onto ``target``: the folder at once, or file by file into an existing one."""
+    try:
+        os.rename(staging, target)  # a new destination: one rename
+        return
+    except OSError as exc:
+        if not target.is_dir():
+            raise DestinationExistsError(f"cannot download epoch {epoch} into {target}: {exc}") from None
+    check_destination(target, names, epoch)  # an existing folder: its files of the same names are replaced
+    for name in names:
+        out = target / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out)
 
 
 @contextlib.contextmanager

@@ -103,6 +103,10 @@ class Checkpointer:
         self.blocking = blocking
         self.restored: Checkpoint | None = None
 
+    def __repr__(self) -> str:
+        restored = f" restored={self.restored.epoch}" if self.restored is not None else ""
+        return f"<Checkpointer serializer={self.serializer!r}{restored} store={self.store!r}>"
+
     def restore(self, default: tuple[int, Any] = (0, None), **load_kwargs: Any) -> tuple[int, Any]:
         """Return ``(epoch, state)`` of the newest checkpoint that verifies, or ``default``.
 
