@@ -41,8 +41,10 @@ class Crash(pl.Callback):
     def __init__(self, kill_after: int) -> None:
         self.kill_after = kill_after
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, _: pl.LightningModule) -> None:
-        maybe_kill(trainer.current_epoch + 1, self.kill_after)
+    def on_train_epoch_start(self, trainer: pl.Trainer, _: pl.LightningModule) -> None:
+        # StoreCheckpoint is a Lightning Checkpoint: it saves after every other callback's epoch end, so
+        # the kill comes at the next epoch's start, when the completed epochs are saved.
+        maybe_kill(trainer.current_epoch, self.kill_after)
 
 
 def main() -> None:
@@ -59,7 +61,6 @@ def main() -> None:
         max_epochs=args.epochs,
         callbacks=[checkpoint, Crash(args.kill_after)],
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
