@@ -5,7 +5,10 @@ every epoch into a local store; the parent SIGKILLs it partway (a real ``kill -9
 resumes with ``store.restart("auto")`` in a new process, finishes, and prints the checkpoint table
 with best and last marked. Runs in a few seconds on 2 CPU cores.
 
-    python demo/train.py [--store runs/demo] [--epochs 12] [--kill-after 5]
+    python demo/train.py [--store runs/demo] [--epochs 30] [--kill-after 10]
+
+The defaults are shown; the parent flushes its own lines before each child writes, so the
+output reads in order also when piped (``| tee``, tox).
 """
 
 from __future__ import annotations
@@ -102,22 +105,27 @@ def main() -> int:
 
     shutil.rmtree(args.store, ignore_errors=True)
     cmd = [sys.executable, __file__, "--child", "--store", args.store, "--epochs", str(args.epochs)]
-    print(f"== run 1: training {args.epochs} epochs into {args.store}; will kill -9 after epoch {args.kill_after}")
+    print(
+        f"== run 1: training {args.epochs} epochs into {args.store}; will kill -9 after epoch {args.kill_after}",
+        flush=True,
+    )
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     for line in child.stdout:
-        print(line, end="")
+        print(line, end="", flush=True)
         if f"epoch {args.kill_after:2d} " in line:
             child.send_signal(signal.SIGKILL)
             break
     child.wait()
     print(f"== run 1 ended by signal {-child.returncode} (SIGKILL)")
-    print("== run 2: same command; restart('auto') resumes from the newest checkpoint that verifies")
+    print("== run 2: same command; restart('auto') resumes from the newest checkpoint that verifies", flush=True)
     finished = subprocess.run(cmd, check=False)
     if finished.returncode != 0:
         return finished.returncode
     store = ckptstore.open(args.store, monitor="val_loss")
-    print("\n== checkpoints (keep policy: 3 newest + best + last + the epoch the run resumed from)")
+    print(
+        "\n== checkpoints (keep policy linear(3): the 3 newest, last among them; also best and the resumed-from epoch)"
+    )
     print(store.table())
     best, last = store.best(), store.latest()
     print(f"\nbest: epoch {best.epoch} val_loss={best.metrics['val_loss']:.4f}  last: epoch {last.epoch}")

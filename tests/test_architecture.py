@@ -64,6 +64,7 @@ MUST_NOT_IMPORT_STORE: tuple[str, ...] = (
     "ckptstore.caches",
     "ckptstore.queries",
     "ckptstore.policy_record",
+    "ckptstore.snapshot",
 )
 """Modules (``fnmatch`` patterns) that must not reach ``ckptstore.store``, directly or through others."""
 
@@ -102,6 +103,8 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.cli.listing",
     "ckptstore.cli.maintenance",
     "ckptstore.cli.plot",
+    "ckptstore.cli.runs",
+    "ckptstore.cli._terms",
     "ckptstore.cli.transfer",
     "ckptstore.cli_reference",
     "ckptstore.commit",
@@ -137,6 +140,8 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.retry",
     "ckptstore.serializers",
     "ckptstore.serializers._reader",
+    "ckptstore.snapshot",
+    "ckptstore.stores",
     "ckptstore.serializers._registry",
     "ckptstore.serializers._writer",
     "ckptstore.serializers.numpy",

@@ -502,15 +502,15 @@ def test_junk_history_in_the_index_never_breaks_plot_or_gc(tmp_path: Path, histo
     index["history"] = history
     index["checkpoints"]["00000001"]["commit_id"] = 5  # a junk field in an entry gc moves to the history
     (store.root / "index.json").write_text(json.dumps(index))
-    result = CliRunner().invoke(cli, ["plot", str(store.root), "-o", str(tmp_path / "p.png")])
+    result = CliRunner().invoke(cli, ["plot", str(store.root), "--output", str(tmp_path / "p.png")])
     assert result.exit_code == 0, (result.output, result.exception)
     assert (tmp_path / "p.png").stat().st_size > 0
-    report = ckptstore.open(store.root, monitor="val_loss", keep=ckptstore.keep.linear(1)).gc()
+    report = ckptstore.open(store.root, monitor="val_loss", keep=ckptstore.keep.linear(2)).gc()
     assert report.deleted == [1]
     history_after = json.loads((store.root / "index.json").read_text())["history"]
     assert isinstance(history_after, dict)
     assert all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in history_after.values())
-    result = CliRunner().invoke(cli, ["plot", str(store.root), "-o", str(tmp_path / "q.png")])
+    result = CliRunner().invoke(cli, ["plot", str(store.root), "--output", str(tmp_path / "q.png")])
     assert result.exit_code == 0, (result.output, result.exception)
 
 

@@ -50,6 +50,7 @@ from .retry import RetryPolicy
 from .serializers import Serializer, get_serializer, register_serializer
 from .store import CheckpointStore, GcReport, SaveTransaction, StoreConfig
 from .store import open_store as open
+from .stores import StoreSummary, stores
 
 __all__ = [
     "BackendAuthError",
@@ -84,6 +85,7 @@ __all__ = [
     "SerializerError",
     "SingleWriterWarning",
     "StoreConfig",
+    "StoreSummary",
     "StoreNotFoundError",
     "StoreNotWritableError",
     "StoreUnavailableError",
@@ -100,4 +102,5 @@ __all__ = [
     "resolve_latest",
     "select_max",
     "select_min",
+    "stores",
 ]

@@ -1,9 +1,12 @@
 """The ``ckptstore`` command: find, compare, annotate, fetch and clean checkpoints from a shell.
 
 Every command takes a store URL (a path, ``s3://bucket/prefix``, ``gs://...``, ...). Storage options
-come from ``--option key=value`` (dotted keys nest: ``-o client_kwargs.endpoint_url=http://...``), from
+come from ``-S/--storage-option key=value`` before or after the command name (dotted keys nest:
+``-S client_kwargs.endpoint_url=http://...``; ``-o`` before the command name is the old spelling), from
 ``CKPTSTORE_STORAGE_OPTIONS`` (a JSON object), and from each backend's usual environment variables
-(``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``). Read commands take ``--json``. Errors are one line on
+(``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``). A backend that does not answer is retried for
+``--timeout`` seconds (``CKPTSTORE_TIMEOUT``; 5 by default). A checkpoint is named the same way by every
+command (``best``, ``latest`` or an epoch). Every command takes ``--json``. Errors are one line on
 stderr (``--debug`` shows the traceback) and the exit status says what went wrong:
 
 ====  ==========================================================================
@@ -21,7 +24,8 @@ Needs the ``cli`` extra (click and rich); ``plot`` also needs the ``plot`` extra
 
 The package: :mod:`._app` holds the group and what the commands share (state, exit statuses, output);
 each other module owns a group of commands and registers them on the group when it is imported:
-:mod:`.listing` (``ls``, ``show``, ``log``), :mod:`.transfer` (``download``), :mod:`.finding`
+:mod:`.listing` (``ls``, ``show``, ``log``; :mod:`.runs` prints ``ls`` of a folder of stores),
+:mod:`.transfer` (``download``), :mod:`.finding`
 (``select``, ``latest``), :mod:`.maintenance` (``verify``, ``gc``, ``pin``, ``unpin``, ``rollback``,
 ``reindex``, ``metadata``) and :mod:`.plot` (``plot``). :mod:`._reference` writes ``docs/cli.md``.
 """

@@ -9,10 +9,10 @@ from __future__ import annotations
 import click
 
 import ckptstore
-from ckptstore.errors import StoreNotFoundError
+from ckptstore.errors import CheckpointNotFoundError, StoreNotFoundError
 from ckptstore.store import CheckpointStore
 
-from ._app import State, cli, console, json_option, json_out, pass_state
+from ._app import State, cli, console, json_option, json_out, pass_state, store_options
 
 __all__ = ["latest_command", "select_command"]
 
@@ -56,17 +56,26 @@ def _print_match(match: ckptstore.FileMatch, as_json: bool, dest: str | None, re
 @_download_option
 @click.option("--rename", help="The name of the copy (Guild's rename).")
 @json_option
+@store_options
 @pass_state
 def select_command(
     state: State, url: str, regex: str, mode: str, dest: str | None, rename: str | None, as_json: bool
 ) -> None:
-    """Guild's select-min/select-max over file names in a store or any directory."""
+    r"""Guild's select-min/select-max over file names in a store or any directory.
+
+    REGEX must match a file's whole name (or its whole path below URL), as in Guild: 'weights.(\d+)'
+    does not match 'weights.12.hdf5'; write 'weights.(\d+).hdf5' or '.*?(\d+).*'. Its first group is
+    read as the number; --max (the default) picks the largest, --min the smallest.
+    """
     store = _store_or_none(state, url)
-    if store is not None:
-        match = store.select_min(regex) if mode == "min" else store.select_max(regex)
-    else:
-        select = ckptstore.select_min if mode == "min" else ckptstore.select_max
-        match = select(url, regex, storage_options=state.options())
+    try:
+        if store is not None:
+            match = store.select_min(regex) if mode == "min" else store.select_max(regex)
+        else:
+            select = ckptstore.select_min if mode == "min" else ckptstore.select_max
+            match = select(url, regex, storage_options=state.options())
+    except CheckpointNotFoundError as exc:
+        raise CheckpointNotFoundError(f"{exc} (the regex must match the whole file name)") from None
     _print_match(match, as_json, dest, rename)
 
 
@@ -76,6 +85,7 @@ def select_command(
 @_download_option
 @click.option("--rename", help="The name of the copy.")
 @json_option
+@store_options
 @pass_state
 def latest_command(state: State, url: str, pattern: str, dest: str | None, rename: str | None, as_json: bool) -> None:
     """The newest file matching PATTERN (Keras template, glob, or re:REGEX) in a store or directory."""

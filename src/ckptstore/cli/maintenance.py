@@ -14,9 +14,21 @@ import click
 from rich.table import Table
 
 from ckptstore import keep as keep_policies
-from ckptstore.errors import InvalidArgumentError
+from ckptstore.errors import CheckpointNotFoundError, InvalidArgumentError, VerificationError
 
-from ._app import State, cli, console, epoch_argument, json_option, json_out, parse_value, pass_state, split_pair
+from ._app import (
+    State,
+    cli,
+    console,
+    json_option,
+    json_out,
+    parse_value,
+    pass_state,
+    pick,
+    selector_argument,
+    split_pair,
+    store_options,
+)
 
 __all__ = [
     "gc_command",
@@ -29,19 +41,59 @@ __all__ = [
 ]
 
 
+_metric_option = click.option("--metric", help="The metric that ranks best (default: the store's monitor).")
+
+
 @cli.command("verify")
 @click.argument("url")
-@click.argument("epoch", required=False, type=click.IntRange(min=0))
+@selector_argument(default="all", extra=("all",))
+@_metric_option
 @json_option
+@store_options
 @pass_state
-def verify_command(state: State, url: str, epoch: int | None, as_json: bool) -> None:
-    """Re-hash one checkpoint or all; exit status 1 on a mismatch, naming the file."""
+def verify_command(state: State, url: str, which: str | int, metric: str | None, as_json: bool) -> None:
+    """Re-hash checkpoints; exit status 1 on a mismatch, naming the file.
+
+    WHICH is all (the default), best, latest or an EPOCH. --json prints what verified and what
+    failed, also on a mismatch.
+    """
     store = state.open(url)
-    verified = store.verify(epoch)
+    try:
+        if which == "all":
+            verified = store.verify()
+        else:
+            epoch = pick(store, which, metric).epoch
+            verified = store.verify(epoch)
+    except VerificationError as exc:
+        if as_json:
+            json_out({"ok": False, "error": str(exc), **_each(store, which, metric)})
+        raise
     if as_json:
-        json_out({"verified": [c.epoch for c in verified]})
+        json_out({"ok": True, "verified": [c.epoch for c in verified], "failed": []})
         return
     console.print(f"OK: {len(verified)} checkpoint(s) verified: {', '.join(str(c.epoch) for c in verified)}")
+
+
+def _each(store: Any, which: str | int, metric: str | None) -> dict[str, Any]:
+    """Verify one checkpoint at a time (after a failure): which verified, which failed and why."""
+    verified: list[int] = []
+    failed: list[dict[str, Any]] = []
+    if which == "all":
+        epochs = store.epochs()
+    else:
+        try:
+            epochs = [pick(store, which, metric).epoch]
+        except VerificationError as exc:
+            return {"verified": [], "failed": [{"epoch": which, "error": str(exc)}]}
+    for epoch in epochs:
+        try:
+            store.get(epoch, verify=True)
+            verified.append(epoch)
+        except CheckpointNotFoundError:
+            continue
+        except VerificationError as exc:
+            failed.append({"epoch": epoch, "error": str(exc)})
+    return {"verified": verified, "failed": failed}
 
 
 _KEEP_FACTORIES = {
@@ -71,6 +123,7 @@ def _keep_policy(specs: Sequence[str]) -> Any:
 @click.option("--run-id", help="Whose checkpoints the policy applies to (default: the store's own run).")
 @click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
 @json_option
+@store_options
 @pass_state
 def gc_command(state: State, url: str, keep: tuple[str, ...], run_id: str | None, dry_run: bool, as_json: bool) -> None:
     """Apply a keep policy and remove leftovers; never deletes best, last, pinned or other runs'."""
@@ -98,52 +151,118 @@ def gc_command(state: State, url: str, keep: tuple[str, ...], run_id: str | None
 
 @cli.command("pin")
 @click.argument("url")
-@epoch_argument
+@selector_argument(default=None)
+@_metric_option
+@json_option
+@store_options
 @pass_state
-def pin_command(state: State, url: str, epoch: int) -> None:
-    """Protect EPOCH from every keep policy."""
-    state.open(url).pin(epoch)
+def pin_command(state: State, url: str, which: str | int, metric: str | None, as_json: bool) -> None:
+    """Protect a checkpoint from every keep policy.
+
+    WHICH is best, latest or an EPOCH (required).
+    """
+    store = state.open(url)
+    epoch = pick(store, which, metric).epoch
+    store.pin(epoch)
+    if as_json:
+        json_out({"pinned": epoch, "pins": store.pinned()})
+        return
     console.print(f"pinned epoch {epoch}")
 
 
 @cli.command("unpin")
 @click.argument("url")
-@epoch_argument
+@selector_argument(default=None)
+@_metric_option
+@json_option
+@store_options
 @pass_state
-def unpin_command(state: State, url: str, epoch: int) -> None:
-    """Remove the protection of pin."""
-    state.open(url).unpin(epoch)
+def unpin_command(state: State, url: str, which: str | int, metric: str | None, as_json: bool) -> None:
+    """Remove the protection of pin.
+
+    WHICH is best, latest or an EPOCH (required).
+    """
+    store = state.open(url)
+    epoch = which if isinstance(which, int) else pick(store, which, metric).epoch
+    store.unpin(epoch)
+    if as_json:
+        json_out({"unpinned": epoch, "pins": store.pinned()})
+        return
     console.print(f"unpinned epoch {epoch}")
 
 
 @cli.command("rollback")
 @click.argument("url")
-@epoch_argument
+@selector_argument(default=None)
+@_metric_option
+@click.option("--dry-run", is_flag=True, help="Only say which epochs would be retired (the target is verified).")
+@json_option
+@store_options
 @pass_state
-def rollback_command(state: State, url: str, epoch: int) -> None:
-    """Point last at EPOCH and retire every later epoch (so they can be written again)."""
-    target = state.open(url).rollback(epoch)
-    console.print(f"last -> epoch {target.epoch}")
+def rollback_command(
+    state: State, url: str, which: str | int, metric: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Point last at a checkpoint and retire every later epoch.
+
+    WHICH is best, latest or an EPOCH (required). Retired epochs leave the store (local stores
+    keep them in retired/ until the next gc), so a resumed run can write those epochs again. The
+    target is verified first.
+    """
+    store = state.open(url)
+    target = pick(store, which, metric)
+    later = [e for e in store.epochs() if e > target.epoch]
+    if dry_run:
+        store.get(target.epoch, verify=True)
+    else:
+        store.rollback(target.epoch)
+    if as_json:
+        json_out({"dry_run": dry_run, "last": target.epoch, "retired": later})
+        return
+    verb = "would retire" if dry_run else "retired"
+    retired = f"{verb} epoch(s) {', '.join(map(str, later))}" if later else f"{verb} nothing (no later epoch)"
+    console.print(f"{'(dry run) ' if dry_run else ''}last -> epoch {target.epoch}; {retired}", highlight=False)
 
 
 @cli.command("reindex")
 @click.argument("url")
+@json_option
+@store_options
 @pass_state
-def reindex_command(state: State, url: str) -> None:
+def reindex_command(state: State, url: str, as_json: bool) -> None:
     """Rebuild index.json from the manifests."""
     record = state.open(url).reindex()
+    epochs = sorted(int(name) for name in record.get("checkpoints", {}) if str(name).isdigit())
+    if as_json:
+        json_out({"checkpoints": len(record.get("checkpoints", {})), "epochs": epochs})
+        return
     console.print(f"index rebuilt: {len(record['checkpoints'])} checkpoint(s)")
 
 
 @cli.command("metadata")
 @click.argument("url")
-@epoch_argument
+@selector_argument(default=None)
+@_metric_option
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a top-level key (value: JSON or text).")
 @click.option("--remove", "removes", multiple=True, metavar="KEY", help="Remove a top-level key.")
+@json_option
+@store_options
 @pass_state
-def metadata_command(state: State, url: str, epoch: int, sets: tuple[str, ...], removes: tuple[str, ...]) -> None:
-    """Show, add to, or remove from a checkpoint's metadata (printed as JSON)."""
-    checkpoint = state.open(url).get(epoch)
+def metadata_command(
+    state: State,
+    url: str,
+    which: str | int,
+    metric: str | None,
+    sets: tuple[str, ...],
+    removes: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Show, add to, or remove from a checkpoint's metadata.
+
+    WHICH is best, latest or an EPOCH (required). Prints the metadata after the change as JSON
+    (with or without --json).
+    """
+    del as_json  # the metadata is JSON either way
+    checkpoint = pick(state.open(url), which, metric)
     values: dict[str, Any] = {}
     for pair in sets:
         key, value = split_pair(pair, "--set")

@@ -14,7 +14,18 @@ from typing import Any
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from ._app import State, cli, console, err_console, json_option, json_out, pass_state
+from ._app import (
+    Selector,
+    State,
+    check_metric,
+    cli,
+    console,
+    err_console,
+    json_option,
+    json_out,
+    pass_state,
+    store_options,
+)
 
 __all__ = ["download_command"]
 
@@ -39,19 +50,22 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int, str], None] | b
 
 @cli.command("download")
 @click.argument("url")
-@click.option("--best", "pick", flag_value="best", help="The best checkpoint (the default).")
-@click.option("--latest", "pick", flag_value="latest", help="The latest checkpoint.")
-@click.option("--epoch", type=click.IntRange(min=0), help="This epoch.")
-@click.option("--top-n", type=click.IntRange(min=1), help="The best N checkpoints.")
-@click.option("--metric", help="The metric for --best and --top-n (default: the monitor).")
+@click.argument("which", type=Selector(), required=False, metavar="[WHICH]")
+@click.option("--best", "flags", flag_value="best", multiple=True, help="The best checkpoint (the default).")
+@click.option("--latest", "flags", flag_value="latest", multiple=True, help="The latest checkpoint.")
+@click.option("--epoch", type=click.IntRange(min=0), help="This epoch (the same as WHICH=EPOCH).")
+@click.option("--top-n", type=click.IntRange(min=1), help="The best N checkpoints (by --metric or the monitor).")
+@click.option("--metric", help="The metric for best and --top-n (default: the store's monitor).")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="checkpoints", show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @json_option
+@store_options
 @pass_state
 def download_command(
     state: State,
     url: str,
-    pick: str | None,
+    which: str | int | None,
+    flags: tuple[str, ...],
     epoch: int | None,
     top_n: int | None,
     metric: str | None,
@@ -59,12 +73,25 @@ def download_command(
     progress: bool | None,
     as_json: bool,
 ) -> None:
-    """Download checkpoints into OUTPUT_DIR/<epoch>/, verified while reading."""
+    """Download checkpoints into OUTPUT_DIR/<epoch>/, verified while reading.
+
+    WHICH is best (the default), latest or an EPOCH; --best, --latest and --epoch N say the same.
+    Name one checkpoint once: two different choices are a usage error.
+    """
+    chosen = {*flags, *([which] if which is not None else []), *([epoch] if epoch is not None else [])}
+    if len(chosen) > 1:
+        raise click.UsageError(f"download one checkpoint: got {', '.join(map(str, sorted(chosen, key=str)))}")
+    pick = chosen.pop() if chosen else "best"
+    if top_n is not None and pick != "best":
+        raise click.UsageError(f"--top-n downloads the best N: it cannot be combined with {pick}")
     store = state.open(url)
-    which: Any = epoch if epoch is not None else (pick or "best")
+    if metric is not None:
+        check_metric(store, metric, "--metric")
+    elif pick == "best" and store.config.monitor is None:
+        raise click.UsageError("best needs --metric NAME: the store records no monitor")
     show = sys.stderr.isatty() if progress is None else progress
     with _progress_bar(show) as bar:
-        paths = store.download(output_dir, which, top_n=top_n, metric=metric, progress=bar)
+        paths = store.download(output_dir, pick, top_n=top_n, metric=metric, progress=bar)  # type: ignore[arg-type]
     if as_json:
         json_out([str(p) for p in paths])
         return
