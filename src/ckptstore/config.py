@@ -93,6 +93,8 @@ class StoreConfig:
         log_file: Write ``ckpt.log`` (object stores: ``log/`` objects); default True.
         progress: Progress bars for big uploads: None (default) on a terminal only, True, False,
             or a callable receiving ``(done_bytes, total_bytes, description)``.
+        pending_saves: Non-blocking saves in flight at most (default 1); a further save waits.
+        retry: Retries of transient backend failures (remote backends).
     """
 
     keep: KeepPolicy | None = attrs.field(default=None, validator=is_keep_policy())
@@ -109,6 +111,7 @@ class StoreConfig:
     width: int = attrs.field(default=DEFAULT_WIDTH, validator=is_int(1, 18))
     log_file: bool = attrs.field(default=True, validator=is_bool())
     progress: ProgressOption = attrs.field(default=None, eq=False, validator=is_progress())
+    pending_saves: int = attrs.field(default=1, validator=is_int(1, 64))
     retry: RetryPolicy = attrs.field(
         factory=RetryPolicy, validator=is_instance(RetryPolicy, "ckptstore.RetryPolicy(max_attempts=..., deadline=...)")
     )

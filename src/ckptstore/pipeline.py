@@ -14,11 +14,15 @@ publishing belong to the commit strategy the backend's capabilities choose
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import sys
 import tempfile
 import time
 import warnings
+import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -38,9 +42,28 @@ from .oplog import Stats, fmt_metrics, human
 from .policies import SaveDecision, SaveRules, decide_save
 from .retry import RetryPolicy
 from .serializers import Serializer
+from .snapshot import SnapshotBuffers
 from .transaction import SaveTransaction
 
 __all__ = ["Pipeline", "choose_publisher"]
+
+
+logger = logging.getLogger("ckptstore")
+
+_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+"""Pipelines with a background thread: at interpreter exit their pending saves are finished or reported."""
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    """Never drop a non-blocking save silently: wait for it; report a failure on stderr and in the log."""
+    for pipeline in list(_LIVE):
+        try:
+            pipeline.close()
+        except BaseException as exc:  # the process is ending: there is no later call to raise it from
+            message = f"ckptstore: a non-blocking save to {pipeline.url} failed and was not saved: {exc!r}"
+            print(message, file=sys.stderr, flush=True)
+            logger.error("%s", message)
 
 
 def choose_publisher(
@@ -89,8 +112,11 @@ class Pipeline:
         after_commit: Callable[[Checkpoint, SaveDecision], None],
         caches_stale: Callable[[], None],
         progress: ProgressOption = None,
+        pending_saves: int = 1,
     ) -> None:
         self.progress = progress
+        self._pending_limit = pending_saves
+        self._snapshots = SnapshotBuffers()
         self._source = source
         self._target = target
         self._layout = target.layout
@@ -102,7 +128,7 @@ class Pipeline:
         self._after_commit = after_commit
         self._caches_stale = caches_stale
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future[Checkpoint] | None = None
+        self._pending: deque[Future[Checkpoint | None]] = deque()
         self._background_error: BaseException | None = None
 
     # -- what a transaction needs --------------------------------------------------------------------
@@ -233,31 +259,75 @@ class Pipeline:
         return self.commit(tx) if tx.blocking else self.submit(tx)
 
     def submit(self, tx: SaveTransaction) -> Future[Checkpoint]:
-        """Commit ``tx`` in the background thread; an error surfaces on the next :meth:`wait`."""
+        """Commit ``tx`` in the background thread; an error surfaces on the next call (:meth:`make_room`)."""
+        return self._run_in_background(lambda: self.commit(tx))  # type: ignore[return-value]
+
+    def save_in_background(self, tx: SaveTransaction, serializer: Serializer, state: Any) -> None:
+        """The non-blocking ``save_state``: snapshot now, everything else in the background thread.
+
+        Blocks only for :meth:`SnapshotBuffers.take` (a copy of what the caller may change, into
+        buffers reused across saves). Serializing, hashing, writing, fsync, the commit, pointers,
+        index and gc run in the background, in order with other non-blocking saves.
+        """
+        if tx.skipped:
+            self.serialize(tx, serializer, state)  # logs and counts the skip; nothing to run
+            return
+        snapshot = self._snapshots.take(state)
+        tx.expected_bytes = estimate_bytes(snapshot.state)
+
+        def run() -> Checkpoint | None:
+            try:
+                snapshot.wait_ready()
+                return self.serialize(tx, serializer, snapshot.state)
+            finally:
+                snapshot.release()
+
+        self._run_in_background(run)
+
+    def _run_in_background(self, job: Callable[[], Checkpoint | None]) -> Future[Checkpoint | None]:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptstore-commit")
+            _LIVE.add(self)
 
-        def run() -> Checkpoint:
+        def run() -> Checkpoint | None:
             try:
-                return self.commit(tx)
+                return job()
             except BaseException as exc:
-                self._background_error = exc
+                if self._background_error is None:  # the first failure is the one reported
+                    self._background_error = exc
+                self.log("ERROR", f"a non-blocking save failed: {exc!r}", logging.ERROR)
                 raise
 
         future = self._executor.submit(run)
-        self._pending = future
+        self._pending.append(future)
         return future
 
-    def wait(self) -> Checkpoint | None:
-        """Wait for a non-blocking save to commit; raise its error if it failed (once)."""
-        pending, self._pending = self._pending, None
-        result = None
-        if pending is not None:
+    def make_room(self) -> None:
+        """Before a save: wait until fewer than ``pending_saves`` are in flight; raise an earlier one's error."""
+        while len(self._pending) >= self._pending_limit:
             with contextlib.suppress(BaseException):
-                result = pending.result()
+                self._pending.popleft().result()
+        self._raise_background_error()
+
+    def _raise_background_error(self) -> None:
         error, self._background_error = self._background_error, None
         if error is not None:
             raise error
+
+    def wait(self) -> Checkpoint | None:
+        """Wait for every non-blocking save to commit; raise the first error (once).
+
+        Returns:
+            The checkpoint the last of them committed (None if it was skipped, or none was in flight).
+        """
+        result = None
+        while self._pending:
+            future = self._pending.popleft()
+            try:
+                result = future.result()
+            except BaseException:
+                result = None
+        self._raise_background_error()
         return result
 
     def close(self) -> None:
@@ -268,6 +338,7 @@ class Pipeline:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+            _LIVE.discard(self)
 
     # -- seal -> publish -> advance pointers -> update index -> gc -------------------------------------
     def commit(self, tx: SaveTransaction) -> Checkpoint:

@@ -185,6 +185,7 @@ class CheckpointStore:
             after_commit=self._after_commit,
             caches_stale=self._caches_went_stale,
             progress=self.config.progress,
+            pending_saves=self.config.pending_saves,
         )
 
     def __repr__(self) -> str:
@@ -310,8 +311,9 @@ class CheckpointStore:
             metadata: JSON-serializable user metadata.
             step: Optional global step.
             batch: Optional batch index within the epoch (batch-level saves).
-            blocking: False commits in a background thread after the block (at most one in flight;
-                a second save waits for the first; an error surfaces on the next call).
+            blocking: False commits in a background thread after the block (at most
+                ``pending_saves`` in flight; a further save waits; an error surfaces on the next call,
+                on :meth:`wait` and on :meth:`close`).
             force: Save whatever the save rules say.
 
         Raises:
@@ -319,7 +321,7 @@ class CheckpointStore:
             StoreNotWritableError: the store cannot be written.
             InvalidArgumentError: bad epoch, metrics, metadata (subclasses name which).
         """
-        self.wait()
+        self._pipeline.make_room()
         return self._pipeline.start(epoch, metrics, metadata, step, batch, blocking, force, None)
 
     def save_state(
@@ -337,20 +339,31 @@ class CheckpointStore:
     ) -> Checkpoint | None:
         """Serialize ``state`` with a named serializer and commit it as ``epoch``.
 
-        With ``blocking=False`` the state is serialized before this returns (so it may change
-        afterwards) and the commit (fsync, rename, pointers, gc) runs in the background.
+        With ``blocking=False`` this blocks only for a snapshot: the arrays and tensors of ``state``
+        are copied into host buffers reused from one save to the next (read-only numpy arrays,
+        ``bytes`` and other immutable values are handed over without a copy; CUDA tensors go to
+        pinned memory with a non-blocking copy), so the caller may change its state as soon as this
+        returns. Serializing, hashing, writing, fsync, the commit, pointers, index and gc run in a
+        background thread, in order. At most ``pending_saves`` (default 1) are in flight; a further
+        save waits for the oldest. A background failure is raised by the next ``save``/``save_state``,
+        by :meth:`wait` and by :meth:`close`; at interpreter exit a pending save is finished, and a
+        failure is printed to stderr and logged (never dropped silently).
 
         Returns:
-            The committed checkpoint; None if the save rules skipped it (or, when not blocking,
-            before it commits: see :meth:`wait`).
+            The committed checkpoint; None if the save rules skipped it, or when not blocking (see
+            :meth:`wait`).
 
         Raises:
-            SerializerError: the serializer raised; nothing was committed.
+            SerializerError: the serializer raised; nothing was committed (with ``blocking=False``,
+                raised by the next call).
             See :meth:`save` for the rest.
         """
         impl = get_serializer(serializer)
-        self.wait()
-        tx = self._pipeline.start(epoch, metrics, metadata, step, batch, blocking, force, impl)
+        self._pipeline.make_room()
+        tx = self._pipeline.start(epoch, metrics, metadata, step, batch, True, force, impl)
+        if not blocking:
+            self._pipeline.save_in_background(tx, impl, state)
+            return None
         return self._pipeline.serialize(tx, impl, state)
 
     def _check_writable(self) -> None:
