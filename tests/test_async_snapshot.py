@@ -198,3 +198,17 @@ def test_cuda_tensors_are_copied_to_pinned_memory(tmp_path: Path) -> None:
     store.wait()
     assert serializer.seen[0]["w"].is_pinned()
     assert torch.equal(store.get(1).load()["w"], torch.arange(1000.0))
+
+
+def test_a_save_that_copies_nothing_does_not_lose_the_buffers_of_the_others(tmp_path: Path) -> None:
+    serializer = Recording()
+    store = ckptstore.open(tmp_path / "s")
+    state = _state()
+    frozen = {k: v.copy() for k, v in state.items()}
+    for array in frozen.values():
+        array.setflags(write=False)
+    for epoch, value in enumerate((state, frozen, state), start=1):
+        store.save_state(epoch, value, serializer=serializer, blocking=False)
+        store.wait()
+    assert serializer.seen[1]["w"] is frozen["w"]
+    assert serializer.seen[2]["w"] is serializer.seen[0]["w"]  # the buffer of the first save, reused

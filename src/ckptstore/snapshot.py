@@ -84,9 +84,10 @@ class SnapshotBuffers:
         except BaseException:
             self._give_back(buffers)
             raise
+        buffers.update(used)  # kept whole: a save that copied nothing must not lose the others' buffers
 
         def release() -> None:
-            self._give_back(used)
+            self._give_back(buffers)
 
         return Snapshot(copied, counter[0], ready, release)
 
