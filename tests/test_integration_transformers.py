@@ -61,7 +61,8 @@ def _trainer(out: Path, callback: Any, max_steps: int) -> Any:
 
 def test_every_save_is_committed_the_best_survives_and_training_resumes(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
-    callback = StoreCallback(url, keep=ckptstore.keep.linear(1))
+    # linear(2): the two newest (the last among them) and the best besides
+    callback = StoreCallback(url, keep=ckptstore.keep.linear(2))
     trainer = _trainer(tmp_path / "out", callback, max_steps=8)
     trainer.train()
     assert callback.committed == [2, 4, 6, 8]
@@ -75,7 +76,7 @@ def test_every_save_is_committed_the_best_survives_and_training_resumes(tmp_path
 
     # Damage the newest checkpoint: resuming must fall back to the newest one that verifies.
     store.backend.write("epochs/00000008/trainer_state.json", b"{}")
-    resumed = StoreCallback(url, keep=ckptstore.keep.linear(1))
+    resumed = StoreCallback(url, keep=ckptstore.keep.linear(2))
     trainer2 = _trainer(tmp_path / "out2", resumed, max_steps=10)
     with latest_checkpoint(url) as path:
         assert path is not None and path.endswith(f"{max(e for e in store.epochs() if e != 8):08d}")

@@ -5,11 +5,16 @@
     with latest_checkpoint(store) as path:               # the newest checkpoint that verifies, or None
         trainer.train(resume_from_checkpoint=path)
 
-Each folder becomes one atomic, hashed checkpoint numbered by the global step, with the evaluation
-metrics of the log history. ``metric_for_best_model`` and ``greater_is_better`` define the store's
-best (when the callback opens the store from a URL). The store's keep policy replaces
-``save_total_limit``, and never deletes the best checkpoint (transformers#15089); ``latest_checkpoint``
-resumes from the newest checkpoint that verifies, not merely the newest folder (transformers#35782).
+Each folder becomes one atomic, hashed checkpoint numbered by the global step, with the metrics
+logged at that very step (an evaluation is attached only to the checkpoint of its own step; one the
+Trainer runs at the end of an epoch, after that step's save, still belongs to that step's
+checkpoint). ``metric_for_best_model`` and ``greater_is_better`` define the store's best (when the
+callback opens the store from a URL), and ``store.best()`` names the checkpoint the Trainer names as
+``best_model_checkpoint``. A checkpoint saved before any evaluation is committed without the metric.
+Without an explicit ``keep=``, ``save_total_limit=k`` rotates the store as the Trainer rotates its
+folders (:class:`SaveTotalLimit`); the store never deletes the best checkpoint (transformers#15089)
+nor the last one. ``latest_checkpoint`` resumes from the newest checkpoint that verifies, not merely
+the newest folder (transformers#35782).
 """
 
 from __future__ import annotations
@@ -18,28 +23,79 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 from transformers import TrainerCallback
 
-from ..policies import KeepPolicy
+from ..errors import CheckpointNotFoundError, InvalidArgumentError, InvalidArgumentTypeError
+from ..policies import CheckpointInfo, KeepContext, KeepPolicy
 from ..store import CheckpointStore, open_store
 from . import finite_scalars, restart_folder
 
-__all__ = ["StoreCallback", "latest_checkpoint"]
+__all__ = ["SaveTotalLimit", "StoreCallback", "latest_checkpoint"]
 
 logger = logging.getLogger("ckptstore")
 
+UNRANKED_KEY = "hf_unranked"
+"""Metadata key of a monitored value the Trainer does not rank (see :meth:`StoreCallback.on_save`)."""
 
-def _metrics_at(log_history: list[dict[str, Any]], step: int) -> dict[str, float]:
-    """The newest value of every numeric metric logged at or before ``step``."""
+
+def _limit(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentTypeError(f"{attribute.name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise InvalidArgumentError(f"{attribute.name} must be a positive int, got {value!r}")
+
+
+@attrs.frozen
+class SaveTotalLimit:
+    """The Trainer's ``save_total_limit=n`` as a keep policy: ``n`` checkpoints, the best among them.
+
+    The Trainer's rotation (``transformers.trainer_utils.rotate_checkpoints``): the newest
+    checkpoint and the best one are always kept and count against ``n``; the rest of the ``n`` are
+    the newest others. ``SaveTotalLimit(2)`` after steps 5..25 with the best at 5 keeps 5 and 25;
+    with ``n=1`` and a best that is not the newest it keeps both, as the Trainer does while it
+    trains. (At the end of training the Trainer then deletes the newest folder when ``n=1``; the
+    store keeps it, so a run can always resume from its last checkpoint.) Pinned checkpoints and
+    the one a run resumed from are kept besides, by the rules every keep policy follows.
+
+    Args:
+        n: ``save_total_limit``.
+    """
+
+    n: int = attrs.field(validator=_limit)
+
+    def select(self, infos: Sequence[CheckpointInfo], ctx: KeepContext) -> dict[int, str]:
+        """See :class:`~ckptstore.policies.KeepPolicy`."""
+        epochs = sorted({i.epoch for i in infos}, reverse=True)
+        if not epochs:
+            return {}
+        label = f"save_total_limit={self.n}"
+        newest = ctx.last if ctx.last in epochs else epochs[0]
+        kept = {newest: f"{label}: the newest checkpoint"}
+        if ctx.best in epochs and ctx.best is not None:
+            kept.setdefault(ctx.best, f"{label}: the best checkpoint, counted within the limit")
+        for epoch in epochs:
+            if len(kept) >= self.n:
+                break
+            kept.setdefault(epoch, f"{label}: one of the {self.n} newest")
+        return kept
+
+
+def _logged_at(log_history: Sequence[Mapping[str, Any]], step: int) -> dict[str, float]:
+    """Every numeric value logged at exactly ``step`` (training logs and evaluations alike)."""
     metrics: dict[str, float] = {}
     for entry in log_history:
-        if entry.get("step", 0) <= step:
+        if entry.get("step") == step:
             metrics.update(finite_scalars({k: v for k, v in entry.items() if k not in ("step", "epoch")}))
     return metrics
+
+
+def _evaluated_at(log_history: Sequence[Mapping[str, Any]], step: int) -> bool:
+    return any(entry.get("step") == step and any(k.startswith("eval_") for k in entry) for entry in log_history)
 
 
 class StoreCallback(TrainerCallback):
@@ -47,10 +103,14 @@ class StoreCallback(TrainerCallback):
 
     Args:
         store: A store, or a URL opened with ``metric_for_best_model`` as the monitor.
-        keep: The keep policy when ``store`` is a URL.
+        keep: The keep policy when ``store`` is a URL. None: :class:`SaveTotalLimit` of the
+            Trainer's ``save_total_limit`` when it is set, else keep everything.
         remove_local: Delete the Trainer's local ``checkpoint-N`` folder once committed (saves disk;
             do not combine with ``load_best_model_at_end``, which reads the local folder).
         storage_options: For a URL on an object store.
+
+    Attributes:
+        committed: The steps committed by this callback, in order.
     """
 
     def __init__(
@@ -67,17 +127,23 @@ class StoreCallback(TrainerCallback):
         self.remove_local = remove_local
         self.storage_options = storage_options
         self.committed: list[int] = []
+        self._pending: int | None = None  # a step saved before the evaluation of the same step
+        self._epoch_ended_at: int | None = None
 
     def store_for(self, args: Any) -> CheckpointStore:
-        """The store, opened on first use with the Trainer's best-model settings."""
+        """The store, opened on first use with the Trainer's best-model settings and save limit."""
         if self._store is None:
             monitor = args.metric_for_best_model
             if monitor is not None and not monitor.startswith("eval_"):
                 monitor = f"eval_{monitor}"
             mode = "max" if args.greater_is_better else "min"
+            keep = self.keep
+            limit = args.save_total_limit
+            if keep is None and isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                keep = SaveTotalLimit(limit)
             assert self._url is not None
             self._store = open_store(
-                self._url, monitor=monitor, mode=mode, keep=self.keep, storage_options=self.storage_options
+                self._url, monitor=monitor, mode=mode, keep=keep, storage_options=self.storage_options
             )
         return self._store
 
@@ -89,24 +155,121 @@ class StoreCallback(TrainerCallback):
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        """Commit ``output_dir/checkpoint-<global_step>``."""
+        """Commit ``output_dir/checkpoint-<global_step>`` with the metrics logged at that step.
+
+        Without an evaluation at this step the checkpoint is committed without the monitored
+        metric (it cannot be best). When the Trainer will evaluate this same step right after the
+        save (``eval_strategy="epoch"`` and a step save on the epoch's last step), the commit waits
+        for that evaluation (at most until the next step or the end of training). The monitored
+        value is left out of ``metrics`` (kept in ``metadata["hf_unranked"]``) when the Trainer
+        does not rank this checkpoint although it would lead the store: an evaluation at a step
+        without a checkpoint scored better, so the Trainer names no new best.
+        """
+        step = state.global_step
+        self._flush(args, state)
+        if self._eval_follows(args, state, control):
+            self._pending = step
+            return control
+        self._commit(args, state, step, None)
+        return control
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Note that an epoch-end evaluation, if any, comes next at this step."""
+        self._epoch_ended_at = state.global_step
+        return control
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Commit a checkpoint that waited for the evaluation of its own step."""
+        if self._pending is not None and self._pending == state.global_step:
+            self._pending = None
+            self._commit(args, state, state.global_step, kwargs.get("metrics"))
+        else:
+            self._flush(args, state)
+        return control
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Commit a waiting checkpoint whose evaluation did not come."""
+        self._flush(args, state)
+        return control
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Commit a waiting checkpoint whose evaluation did not come."""
+        self._flush(args, state)
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Commit a waiting checkpoint whose evaluation did not come."""
+        self._flush(args, state)
+        return control
+
+    def _eval_follows(self, args: Any, state: Any, control: Any) -> bool:
+        """Whether the Trainer evaluates this step after this save (an epoch-end evaluation)."""
+        step = state.global_step
+        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "epoch" or self._epoch_ended_at == step:
+            return False
+        if _evaluated_at(state.log_history, step) or state.epoch is None or args.eval_delay > state.epoch:
+            return False
+        epoch_done = float(state.epoch).is_integer()
+        return bool(epoch_done or control.should_training_stop or control.should_epoch_stop)
+
+    def _flush(self, args: Any, state: Any) -> None:
+        if self._pending is not None:
+            step, self._pending = self._pending, None
+            self._commit(args, state, step, None)
+
+    def _commit(self, args: Any, state: Any, step: int, evaluation: Mapping[str, Any] | None) -> None:
+        """Commit ``checkpoint-<step>``; ``evaluation``: metrics the Trainer has not ranked yet."""
         store = self.store_for(args)
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if not folder.is_dir() or state.global_step in store:
-            return control
-        metrics = _metrics_at(state.log_history, state.global_step)
+        folder = Path(args.output_dir) / f"checkpoint-{step}"
+        if not folder.is_dir() or step in store:
+            return
+        metrics = _logged_at(state.log_history, step)
+        metrics.update(finite_scalars(evaluation))
+        metadata: dict[str, Any] = {"hf_epoch": state.epoch}
         monitor = store.config.monitor
-        if monitor is not None and monitor not in metrics:
-            logger.warning("checkpoint-%d not committed: %r was not evaluated yet", state.global_step, monitor)
-            return control
-        with store.save(
-            state.global_step, metrics=metrics, step=state.global_step, metadata={"hf_epoch": state.epoch}, force=True
-        ) as tx:
+        if (
+            monitor is not None
+            and monitor in metrics
+            and not self._ranked(args, state, step, metrics[monitor], evaluation)
+        ):
+            metadata[UNRANKED_KEY] = {monitor: metrics.pop(monitor)}
+            logger.info(
+                "checkpoint-%d: %s=%g not ranked: the Trainer's best evaluation so far (step %s) has no checkpoint",
+                step,
+                monitor,
+                metadata[UNRANKED_KEY][monitor],
+                state.best_global_step,
+            )
+        with store.save(step, metrics=metrics, step=step, metadata=metadata, force=True) as tx:
             shutil.copytree(folder, tx.path, dirs_exist_ok=True)
-        self.committed.append(state.global_step)
+        self.committed.append(step)
         if self.remove_local:
             shutil.rmtree(folder, ignore_errors=True)
-        return control
+
+    def _ranked(self, args: Any, state: Any, step: int, value: float, evaluation: Mapping[str, Any] | None) -> bool:
+        """Whether the store may rank ``value``: the Trainer's new best, or not ahead of the store's best.
+
+        The Trainer names ``checkpoint-<best_global_step>`` best when that folder exists, and keeps
+        its previous choice when it does not; a value that would lead the store while the Trainer's
+        best evaluation has no checkpoint must not be ranked.
+        """
+        maximise = bool(args.greater_is_better)
+
+        def better(a: float, b: float) -> bool:
+            return a > b if maximise else a < b
+
+        if evaluation is not None:  # the Trainer ranks this evaluation after the callbacks run
+            if state.best_metric is None or better(value, state.best_metric):
+                return True
+        elif state.best_global_step == step:
+            return True
+        store = self.store_for(args)
+        monitor = store.config.monitor
+        try:
+            leader = store.best().metrics.get(monitor) if monitor is not None else None
+        except CheckpointNotFoundError:
+            leader = None
+        return leader is not None and not better(value, leader)
 
 
 @contextlib.contextmanager
