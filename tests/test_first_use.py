@@ -6,6 +6,8 @@ The README's Quick start has its own test (``test_readme.py``); the CLI's items 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,28 @@ def test_estimate_bytes_counts_arrays_tensors_and_buffers_in_nested_state() -> N
     assert estimate_bytes({"lr": 0.1, "name": "x"}) is None
     torch = pytest.importorskip("torch")
     assert estimate_bytes({"layer": {"weight": torch.zeros(4, 4)}}) == 64
+
+
+# -- the CLI sees what the store recorded ----------------------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ckptstore", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_cli_uses_the_recorded_keep_policy_monitor_and_evaluation_mode(tmp_path: Path) -> None:
+    store = _evaluated(tmp_path / "s")  # monitor val_loss; test_score evaluated with mode="max"
+    ckptstore.open(tmp_path / "s", keep=keep.linear(1), gc_on_save=False)  # records linear(1)
+    dry = _cli("gc", str(tmp_path / "s"), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert "no keep policy" not in dry.stdout
+    decisions = {d["epoch"]: d["action"] for d in json.loads(dry.stdout)["decisions"]}
+    assert decisions == {1: "delete", 2: "keep", 3: "keep"}  # 2 is best by val_loss (recorded), 3 is last
+    ranked = _cli("ls", str(tmp_path / "s"), "--sort-by", "test_score", "--json")
+    assert ranked.returncode == 0, ranked.stderr
+    assert [row["epoch"] for row in json.loads(ranked.stdout)][:3] == [2, 3, 1]
+    fetched = _cli(
+        "download", str(tmp_path / "s"), "best", "--metric", "test_score", "--output-dir", str(tmp_path / "d")
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "d" / store.get(2).name / "MANIFEST.json").exists()
