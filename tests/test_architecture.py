@@ -65,6 +65,8 @@ MUST_NOT_IMPORT_STORE: tuple[str, ...] = (
     "ckptstore.queries",
     "ckptstore.policy_record",
     "ckptstore.snapshot",
+    "ckptstore.sharded",
+    "ckptstore.commit.shards",
 )
 """Modules (``fnmatch`` patterns) that must not reach ``ckptstore.store``, directly or through others."""
 
@@ -83,6 +85,8 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore._version",
     "ckptstore.backends",
     "ckptstore.backends._localfs",
+    "ckptstore.backends._parts",
+    "ckptstore.backends._prefetch",
     "ckptstore.backends.base",
     "ckptstore.backends.fsspec",
     "ckptstore.backends.gcs",
@@ -112,6 +116,7 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.commit.claims",
     "ckptstore.commit.record",
     "ckptstore.commit.rename",
+    "ckptstore.commit.shards",
     "ckptstore.config",
     "ckptstore.context",
     "ckptstore.errors",
@@ -119,6 +124,7 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.gc",
     "ckptstore.index",
     "ckptstore.integrations",
+    "ckptstore.integrations.dcp",
     "ckptstore.integrations.keras",
     "ckptstore.integrations.lightning",
     "ckptstore.integrations.loop",
@@ -140,6 +146,8 @@ SIZE_CHECKED: tuple[str, ...] = (
     "ckptstore.retry",
     "ckptstore.serializers",
     "ckptstore.serializers._reader",
+    "ckptstore.serializers._verifying",
+    "ckptstore.sharded",
     "ckptstore.snapshot",
     "ckptstore.stores",
     "ckptstore.serializers._registry",

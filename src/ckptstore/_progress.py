@@ -138,7 +138,10 @@ def estimate_bytes(state: object, _depth: int = 0) -> int | None:
     """
     if _depth > 64:
         return None
-    nbytes = getattr(state, "nbytes", None)
+    try:
+        nbytes = getattr(state, "nbytes", None)
+    except (RuntimeError, TypeError, ValueError):  # e.g. a sparse torch tensor: leave it to the serializer
+        return None
     if isinstance(nbytes, int) and not isinstance(nbytes, bool):
         return nbytes
     if isinstance(state, (bytes, bytearray, memoryview)):

@@ -3,9 +3,9 @@
 A checkpoint is only as trustworthy as the digest in its manifest, and a digest computed by reading a
 file back after writing it costs a second pass over every byte. This module hashes each byte once,
 while it is written (:class:`HashingWriter`) or in the one read that accompanies the fsync of a file a
-serializer wrote itself (:func:`hash_and_sync`). Hashing runs in a helper thread that overlaps the
-write system call; python-xxhash releases the GIL for buffers above 64 KiB, so the two really run at
-the same time.
+serializer wrote itself (:func:`hash_and_sync`), and each byte read back once, while it is loaded
+(:class:`HashingReader`). Hashing runs in a helper thread that overlaps the write or read system
+call; python-xxhash releases the GIL for buffers above 64 KiB, so the two really run at the same time.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_SIZE",
+    "HashingReader",
     "HashingStream",
     "HashingWriter",
     "copy_hashing",
     "hash_and_sync",
+    "hash_fd",
     "hash_file",
     "hash_stream",
 ]
@@ -192,18 +194,7 @@ def hash_file(path: Path) -> tuple[int, str]:
 
 
 def _hash_fd(fd: int) -> tuple[int, str]:
-    hasher = xxhash.xxh3_128()
-    size = 0
-    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-        buf = bytearray(CHUNK_SIZE)
-        view = memoryview(buf)
-        while True:
-            n = f.readinto(view)
-            if not n:
-                break
-            hasher.update(view[:n])
-            size += n
-    return size, hasher.hexdigest()
+    return hash_fd(fd)
 
 
 class HashingStream(io.RawIOBase):
@@ -351,3 +342,148 @@ def hash_stream(src: Any, progress: Any = None) -> tuple[int, str]:
         if progress is not None:
             progress(len(chunk))
     return size, hasher.hexdigest()
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream over a file descriptor that hashes every byte it reads, in order.
+
+    The read that loads a file is the read that verifies it: :meth:`readinto` of a large buffer is cut
+    into :data:`CHUNK_SIZE` pieces, and each piece is hashed in a helper thread while the next is
+    read, so hashing costs (almost) no time on top of the read. :meth:`finish` reads whatever the
+    consumer left unread, hashes it, and returns the size and digest of the whole file. A seek makes
+    the running hash meaningless; :attr:`sequential` then turns False and the caller must hash the
+    file again (:func:`hash_fd`).
+
+    Args:
+        fd: A file descriptor open for reading at offset 0; the reader owns it and closes it.
+        hashing: False reads without hashing (``load(verify=False)``); :attr:`sequential` is then False.
+    """
+
+    def __init__(self, fd: int, *, hashing: bool = True) -> None:
+        super().__init__()
+        self._file = os.fdopen(fd, "rb", buffering=0)
+        self._hasher = xxhash.xxh3_128()
+        self._pos = 0
+        self._sequential = hashing
+        self._pending: Any = None
+
+    # -- io protocol -------------------------------------------------------------------------------
+    def readable(self) -> bool:
+        """Return True."""
+        return True
+
+    def seekable(self) -> bool:
+        """Return True: seeking works, but ends the single-pass hash (:attr:`sequential`)."""
+        return True
+
+    def tell(self) -> int:
+        """Return the current offset."""
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the offset; anything but a no-op makes the running hash unusable."""
+        new = self._file.seek(offset, whence)
+        if new != self._pos:
+            self._sequential = False
+        self._pos = new
+        return new
+
+    def readinto(self, b: Any) -> int:
+        """Fill as much of ``b`` as the file holds, hashing each piece while the next is read."""
+        view = memoryview(b).cast("B")
+        total = view.nbytes
+        done = 0
+        try:
+            while done < total:
+                end = min(done + CHUNK_SIZE, total)
+                n = self._file.readinto(view[done:end])
+                if not n:
+                    break
+                self._hash(view[done : done + n])
+                done += n
+        finally:
+            self._wait()
+        self._pos += done
+        return done
+
+    def readall(self) -> bytes:
+        """Read to the end of the file."""
+        parts: list[bytes] = []
+        while True:
+            chunk = self.read(CHUNK_SIZE)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+    def _hash(self, piece: memoryview) -> None:
+        self._wait()
+        if self._sequential:
+            if piece.nbytes >= _OVERLAP_THRESHOLD:
+                self._pending = _hash_pool.submit(self._hasher.update, piece)
+            else:
+                self._hasher.update(piece)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Close the file."""
+        if not self.closed:
+            self._wait()
+            self._file.close()
+        super().close()
+
+    # -- verification ------------------------------------------------------------------------------
+    @property
+    def sequential(self) -> bool:
+        """Whether every byte read so far was read in order, so the running hash is the file's."""
+        return self._sequential
+
+    def finish(self) -> tuple[int, str]:
+        """Read and hash what is left, then return the file's size and xxh3-128 hex digest.
+
+        Raises:
+            ValueError: the stream was sought, so the running hash does not cover the file in order.
+        """
+        if not self._sequential:
+            raise ValueError("the stream was sought; hash the file again")
+        buf = bytearray(CHUNK_SIZE)
+        while self.readinto(buf):
+            pass
+        return self._pos, self._hasher.hexdigest()
+
+
+def hash_fd(fd: int) -> tuple[int, str]:
+    """Size and xxh3-128 of the file behind ``fd`` from offset 0, reading and hashing in overlap.
+
+    Two buffers alternate: one is hashed in a helper thread while the next is read into the other.
+    ``fd`` stays open and its offset is not used (``os.pread``).
+    """
+    hasher = xxhash.xxh3_128()
+    bufs = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE))
+    size = 0
+    pending: Any = None
+    turn = 0
+    try:
+        while True:
+            view = memoryview(bufs[turn])
+            n = os.preadv(fd, [view], size) if hasattr(os, "preadv") else _pread_into(fd, view, size)
+            if not n:
+                break
+            if pending is not None:
+                pending.result()
+            pending = _hash_pool.submit(hasher.update, view[:n])
+            size += n
+            turn ^= 1
+    finally:
+        if pending is not None:
+            pending.result()
+    return size, hasher.hexdigest()
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:  # pragma: no cover - no preadv
+    data = os.pread(fd, view.nbytes, offset)
+    view[: len(data)] = data
+    return len(data)

@@ -27,6 +27,7 @@ __all__ = [
     "MANIFEST_VERSION",
     "MAX_EPOCH",
     "MAX_INT",
+    "MAX_RANKS",
     "MAX_TIME_NS",
     "MAX_WIDTH",
     "FileEntry",
@@ -47,6 +48,10 @@ MAX_TIME_NS = 253402300800 * 10**9 - 1
 """The last nanosecond of the year 9999 (UTC): the latest time a ``datetime`` can show."""
 
 _DIGEST = re.compile(r"[0-9a-f]{32}")
+_ATTEMPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+MAX_RANKS = 1_000_000
+"""The most ranks one sharded checkpoint may have."""
 
 
 def _in_range(low: int, high: int) -> Any:
@@ -108,6 +113,9 @@ class Manifest:
         serializer: ``{"name", "version"}`` of the serializer, when one was used.
         framework_versions: Versions of python and the frameworks involved.
         parent: The epoch this run resumed from, if any.
+        shard: Only in sharded saves (:mod:`ckptstore.sharded`): ``{"world_size", "attempt"}`` in the
+            checkpoint's manifest, ``{"world_size", "attempt", "rank"}`` in a rank's part manifest.
+            Absent from every other manifest, so manifests written before it stay valid as they are.
     """
 
     epoch: int = attrs.field(validator=_in_range(0, MAX_EPOCH))
@@ -123,6 +131,24 @@ class Manifest:
     serializer: Mapping[str, str] | None = None
     framework_versions: Mapping[str, str] = attrs.field(factory=dict)
     parent: int | None = attrs.field(default=None, validator=_optional_in_range(0, MAX_EPOCH))
+    shard: Mapping[str, Any] | None = attrs.field(default=None)
+
+    @shard.validator
+    def _check_shard(self, _: attrs.Attribute[Any], value: Mapping[str, Any] | None) -> None:
+        if value is None:
+            return
+        if not isinstance(value, Mapping) or not set(value) <= {"world_size", "attempt", "rank"}:
+            raise ManifestError("field 'shard' must hold world_size, attempt and (in a part) rank")
+        world = value.get("world_size")
+        if isinstance(world, bool) or not isinstance(world, int) or not 1 <= world <= MAX_RANKS:
+            raise ManifestError(f"field shard.world_size must be an int from 1 to {MAX_RANKS}, got {world!r}")
+        attempt = value.get("attempt")
+        if not isinstance(attempt, str) or not _ATTEMPT.fullmatch(attempt):
+            raise ManifestError(f"field shard.attempt must be a short id of letters, digits, '.', '-', got {attempt!r}")
+        if "rank" in value:
+            rank = value["rank"]
+            if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
+                raise ManifestError(f"field shard.rank must be an int from 0 to {world - 1}, got {rank!r}")
 
     def __attrs_post_init__(self) -> None:
         if self.total_size > MAX_INT:
@@ -152,6 +178,7 @@ class Manifest:
             "serializer": dict(self.serializer) if self.serializer is not None else None,
             "framework_versions": dict(self.framework_versions),
             "parent": self.parent,
+            **({"shard": dict(self.shard)} if self.shard is not None else {}),
         }
 
     def to_json(self) -> bytes:
@@ -218,6 +245,7 @@ class Manifest:
                 serializer=_scalars(raw, "serializer", where, (str,)) if raw.get("serializer") is not None else None,
                 framework_versions=_scalars(raw, "framework_versions", where, (str,)),
                 parent=_optional(raw, "parent", int, where),
+                shard=_optional(raw, "shard", dict, where),
             )
         except ManifestError as exc:
             if str(exc).startswith(where):

@@ -37,11 +37,13 @@ from .commit._common import Publisher, Target
 from .commit.claims import Claims
 from .commit.record import RecordCommit
 from .commit.rename import RenameCommit
+from .commit.shards import ShardedCommit
 from .errors import CkptStoreError, CommitConflictError, MissingMetricError, PostCommitWarning, SerializerError
 from .oplog import Stats, fmt_metrics, human
 from .policies import SaveDecision, SaveRules, decide_save
 from .retry import RetryPolicy
 from .serializers import Serializer
+from .sharded import ShardSpec
 from .snapshot import SnapshotBuffers
 from .transaction import SaveTransaction
 
@@ -97,6 +99,7 @@ class Pipeline:
         check_writable: Raises if the store cannot be written.
         after_commit: The store's steps after a commit: advance pointers, update the index, gc.
         caches_stale: Called when ``after_commit`` failed: the store repairs its caches on its next call.
+        sharded: The coordination of sharded saves (:mod:`ckptstore.sharded`), around ``publisher``.
     """
 
     def __init__(
@@ -113,7 +116,9 @@ class Pipeline:
         caches_stale: Callable[[], None],
         progress: ProgressOption = None,
         pending_saves: int = 1,
+        sharded: ShardedCommit | None = None,
     ) -> None:
+        self._sharded = sharded
         self.progress = progress
         self._pending_limit = pending_saves
         self._snapshots = SnapshotBuffers()
@@ -167,20 +172,70 @@ class Pipeline:
         blocking: bool,
         force: bool,
         serializer: Serializer | None,
+        shard: ShardSpec | None = None,
     ) -> SaveTransaction:
         """Validate, decide, and open the stage: the transaction to write ``epoch`` into.
+
+        In a sharded save (``shard``) the coordinator decides and opens the attempt, and every rank
+        learns both through the agreement (:class:`~ckptstore.sharded.ShardedCommit`), also when one
+        of them raises here: then all of them raise.
 
         Raises:
             CommitConflictError: the epoch is already committed.
             StoreNotWritableError: the store cannot be written.
             InvalidArgumentError: bad epoch, metrics, metadata, step or batch.
         """
+        if shard is None:
+            decision, args = self._decide(epoch, metrics, metadata, step, batch, force)
+        else:
+            assert self._sharded is not None
+            error: BaseException | None = None
+            try:
+                decision, args = self._decide(epoch, metrics, metadata, step, batch, force, shard.coordinator)
+            except CkptStoreError as exc:
+                if shard.coordinator:
+                    self._sharded.refuse(shard, exc)
+                    raise
+                error, args = exc, (epoch, {}, {}, None, None)
+            if shard.coordinator:
+                self._sharded.lead(shard, args[0], decision)
+            else:
+                decision = self._sharded.join(shard, epoch, error)
+        # stage: the caller writes the files inside the transaction's `with` block
+        epoch, clean_metrics, clean_metadata, step, batch = args
+        return SaveTransaction(
+            self,
+            epoch,
+            metrics=clean_metrics,
+            metadata=clean_metadata,
+            step=step,
+            batch=batch,
+            decision=decision,
+            blocking=blocking,
+            serializer=serializer,
+            shard=shard,
+        )
+
+    def _decide(
+        self,
+        epoch: int,
+        metrics: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        step: int | None,
+        batch: int | None,
+        force: bool,
+        decides: bool = True,
+    ) -> tuple[SaveDecision, tuple[int, dict[str, float], dict[str, Any], int | None, int | None]]:
+        """Validate and decide (``decides``: a rank other than 0 of a sharded save only validates)."""
         # validate: bad input gets a typed error and changes nothing
         epoch = check_epoch(epoch, self._layout.width)
         clean_metrics = check_metrics(metrics)
         clean_metadata = check_metadata(metadata)
         step = check_optional_int("step", step)
         batch = check_optional_int("batch", batch)
+        args = (epoch, clean_metrics, clean_metadata, step, batch)
+        if not decides:
+            return SaveDecision(save=True, reason="rank 0 decides", improved=False), args
         # decide: the save rules (save_interval, skip_epochs, save_best_only, ...), unless forced
         try:
             decision = decide_save(self._rules, epoch, clean_metrics, self._best_value())
@@ -202,18 +257,7 @@ class Pipeline:
                     f"epoch {epoch} is already committed at {self.url}/{key}; "
                     "choose another epoch or roll back with store.rollback()"
                 )
-        # stage: the caller writes the files inside the transaction's `with` block
-        return SaveTransaction(
-            self,
-            epoch,
-            metrics=clean_metrics,
-            metadata=clean_metadata,
-            step=step,
-            batch=batch,
-            decision=decision,
-            blocking=blocking,
-            serializer=serializer,
-        )
+        return decision, args
 
     def serialize(self, tx: SaveTransaction, serializer: Serializer, state: Any) -> Checkpoint | None:
         """The stage for :meth:`CheckpointStore.save_state`: ``serializer`` writes ``state`` into ``tx``, then finish.
@@ -243,10 +287,19 @@ class Pipeline:
         if tx.skipped:  # the block still runs; nothing of it is kept
             tx._work = Path(tempfile.mkdtemp(prefix=f"ckptstore-{self._layout.name(tx.epoch)}-"))
             return
+        if tx.shard is not None and self._sharded is not None:
+            self._sharded.begin(tx)
+            return
         self._publisher.begin(tx)
 
     def discard(self, tx: SaveTransaction) -> None:
         """Remove what an aborted or skipped transaction staged, uploaded or claimed (best effort)."""
+        if tx.shard is not None and self._sharded is not None:
+            if tx.skipped:  # a scratch folder; the coordinator's skip opened no attempt
+                self._publisher.discard(tx)
+                return
+            self._sharded.discard(tx)
+            return
         self._publisher.discard(tx)
 
     # -- the background boundary -----------------------------------------------------------------------
@@ -349,8 +402,15 @@ class Pipeline:
         """
         started = time.monotonic()
         tx._check_closed()
-        manifest = self._publisher.seal(tx)  # seal: every file hashed and durable, the manifest built
-        self._publisher.publish(tx, manifest)  # publish: the commit point
+        if tx.shard is not None and self._sharded is not None:
+            # seal this rank's part; rank 0 waits for every part, then publishes; the others watch
+            sharded = self._sharded.commit(tx)
+            if sharded is None or not tx.shard.coordinator:
+                return None if sharded is None else Checkpoint(self._source, self._layout.epoch_key(tx.epoch), sharded)  # type: ignore[return-value]
+            manifest = sharded
+        else:
+            manifest = self._publisher.seal(tx)  # seal: every file hashed and durable, the manifest built
+            self._publisher.publish(tx, manifest)  # publish: the commit point
         checkpoint = Checkpoint(self._source, self._layout.epoch_key(tx.epoch), manifest)
         # The commit point is behind us: from here on nothing may look like "nothing was saved".
         self._account(tx, checkpoint, started)

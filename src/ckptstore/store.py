@@ -48,6 +48,7 @@ from .caches import Caches
 from .checkpoint import Checkpoint
 from .commit import claims
 from .commit._common import Target
+from .commit.shards import ShardedCommit
 from .config import StoreConfig, config_from_options, open_descriptor
 from .errors import (
     CkptStoreError,
@@ -72,6 +73,7 @@ from .policies import (
 from .queries import Queries
 from .restart import Restarter
 from .serializers import Serializer, get_serializer
+from .sharded import Broadcast, check_shard
 from .transaction import SaveTransaction
 
 __all__ = ["CheckpointStore", "GcReport", "SaveTransaction", "StoreConfig", "open_store"]
@@ -172,12 +174,14 @@ class CheckpointStore:
             deleted=self._count_deletion,
             writable=lambda: self._writable,
         )
+        publisher = choose_publisher(
+            target, self._claims, self._quick_fs, self.config.retry, self.config.progress, self._active_work
+        )
         self._pipeline = Pipeline(
             source=self,
             target=target,
-            publisher=choose_publisher(
-                target, self._claims, self._quick_fs, self.config.retry, self.config.progress, self._active_work
-            ),
+            publisher=publisher,
+            sharded=ShardedCommit(target, publisher, self._claims, self._quick_fs, self._active_work),
             rules=self._rules,
             stats=self._stats,
             best_value=self._queries.best_value,
@@ -293,6 +297,10 @@ class CheckpointStore:
         batch: int | None = None,
         blocking: bool = True,
         force: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        broadcast: Broadcast | None = None,
+        timeout: float | None = None,
     ) -> SaveTransaction:
         """Start a checkpoint for ``epoch``; use the result as a context manager.
 
@@ -315,14 +323,27 @@ class CheckpointStore:
                 ``pending_saves`` in flight; a further save waits; an error surfaces on the next call,
                 on :meth:`wait` and on :meth:`close`).
             force: Save whatever the save rules say.
+            rank: This process's rank in a sharded save (with ``world_size``): every rank calls ``save``
+                and writes only its own part, ``rank-NNNNN/`` in the checkpoint; rank 0 commits once
+                every part is sealed, so the checkpoint is visible whole or not at all
+                (see :mod:`ckptstore.sharded`; read one part back with ``ckptstore.sharded.part``).
+                Rank 0's metrics, metadata and save rules decide for all.
+            world_size: The number of ranks of a sharded save.
+            broadcast: How the ranks agree on one save attempt: called once on every rank, with rank 0's
+                message on rank 0 and None elsewhere, it returns rank 0's message. Default:
+                ``torch.distributed`` when it is initialized.
+            timeout: Seconds a rank of a sharded save waits for the others (default 1800): rank 0 for
+                every part, the others for the commit; then the save raises ``ShardTimeoutError``.
 
         Raises:
             CommitConflictError: the epoch is already committed.
             StoreNotWritableError: the store cannot be written.
             InvalidArgumentError: bad epoch, metrics, metadata (subclasses name which).
+            ShardedSaveError: a sharded save did not commit (a rank raised or died; on every rank).
         """
+        shard = check_shard(rank, world_size, broadcast, timeout)
         self._pipeline.make_room()
-        return self._pipeline.start(epoch, metrics, metadata, step, batch, blocking, force, None)
+        return self._pipeline.start(epoch, metrics, metadata, step, batch, blocking, force, None, shard)
 
     def save_state(
         self,
@@ -336,6 +357,10 @@ class CheckpointStore:
         batch: int | None = None,
         blocking: bool = True,
         force: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        broadcast: Broadcast | None = None,
+        timeout: float | None = None,
     ) -> Checkpoint | None:
         """Serialize ``state`` with a named serializer and commit it as ``epoch``.
 
@@ -356,11 +381,13 @@ class CheckpointStore:
         Raises:
             SerializerError: the serializer raised; nothing was committed (with ``blocking=False``,
                 raised by the next call).
-            See :meth:`save` for the rest.
+            See :meth:`save` for the rest (``rank``, ``world_size``, ``broadcast`` and ``timeout``
+            make it a sharded save: each rank serializes its own ``state`` into its part).
         """
         impl = get_serializer(serializer)
+        shard = check_shard(rank, world_size, broadcast, timeout)
         self._pipeline.make_room()
-        tx = self._pipeline.start(epoch, metrics, metadata, step, batch, True, force, impl)
+        tx = self._pipeline.start(epoch, metrics, metadata, step, batch, True, force, impl, shard)
         if not blocking:
             self._pipeline.save_in_background(tx, impl, state)
             return None

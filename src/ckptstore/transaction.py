@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .commit.claims import Claim
     from .policies import SaveDecision
     from .serializers import Serializer
+    from .sharded import ShardSpec
 
 __all__ = ["SavePipeline", "SaveTransaction"]
 
@@ -84,6 +85,7 @@ class SaveTransaction:
     Attributes:
         epoch: The epoch being saved.
         decision: Why the store saves (or skips) this epoch.
+        shard: This rank's share of a sharded save (:mod:`ckptstore.sharded`); None for a plain save.
     """
 
     def __init__(
@@ -98,8 +100,10 @@ class SaveTransaction:
         decision: SaveDecision,
         blocking: bool,
         serializer: Serializer | None = None,
+        shard: ShardSpec | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self.shard = shard
         self.epoch = epoch
         self.metrics = metrics
         self.metadata = metadata
@@ -145,6 +149,12 @@ class SaveTransaction:
         return self._work
 
     @property
+    def prefix(self) -> str:
+        """Where this transaction's files go in the store: the epoch folder, or this rank's part folder in it."""
+        key = self._pipeline.epoch_key(self.epoch)
+        return key if self.shard is None else f"{key}/{self.shard.folder}"
+
+    @property
     def _claimed(self) -> bool:
         """True while this save holds a claim on its epoch folder (object stores): files stream there."""
         return self._claim is not None and self._claim.held
@@ -170,7 +180,7 @@ class SaveTransaction:
             raise InvalidArgumentError(f"tx.open() writes new files; mode must be 'wb' or 'w', got {mode!r}")
         rel = check_portable_name(check_relpath(name))
         target = self.path / rel
-        fs, key = self._pipeline.backend, f"{self._pipeline.epoch_key(self.epoch)}/{rel}"
+        fs, key = self._pipeline.backend, f"{self.prefix}/{rel}"
         check_key_length(rel, key, fs.key_bytes(key), fs.capabilities.max_key_bytes)
         if not self._claimed and fs.local_path() is not None:
             check_key_length(rel, str(target), len(os.fsencode(target)), fs.capabilities.max_key_bytes)

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["TRANSFER_THREADS", "check_destination", "check_entry", "download", "scratch_folder"]
 
 TRANSFER_THREADS = 4
-"""Files copied at once by downloads and uploads (each buffers at most one part)."""
+"""Files copied at once by downloads and uploads. Within a file, object stores move several parts at
+once (``storage_options['transfer_concurrency']``, shared by all the files in flight; see
+:mod:`ckptstore.backends._parts`), so memory stays bounded by the store's part budget."""
 
 
 def download(

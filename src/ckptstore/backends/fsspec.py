@@ -22,9 +22,11 @@ import xxhash
 
 from .._redact import redact_url
 from ..errors import UnsafePathError
+from ._parts import PartPool, TransferOptions
+from ._prefetch import PrefetchReader
 from .base import Backend, Capabilities
 
-__all__ = ["PART_SIZE", "FsspecBackend"]
+__all__ = ["PART_SIZE", "TRANSFER_OPTION_KEYS", "FsspecBackend"]
 
 logger = logging.getLogger("ckptstore")
 
@@ -54,6 +56,25 @@ def info_mtime_ns(info: dict[str, Any]) -> int:
     return 0
 
 
+TRANSFER_OPTION_KEYS = ("part_size", "transfer_concurrency")
+"""``storage_options`` keys that belong to ckptstore, not to the filesystem."""
+
+
+def _take_transfer_options(fs: Any) -> dict[str, Any]:
+    """Remove ckptstore's own keys from a filesystem's options (s3fs would hand them to botocore).
+
+    The filesystem's session is created lazily, so taking the keys out before its first request is
+    enough; its ``storage_options`` (used to re-create it, e.g. in another process) lose them too.
+    """
+    found: dict[str, Any] = {}
+    for holder in (getattr(fs, "storage_options", None), getattr(fs, "kwargs", None)):
+        if isinstance(holder, dict):
+            for key in TRANSFER_OPTION_KEYS:
+                if key in holder:
+                    found[key] = holder.pop(key)
+    return found
+
+
 class FsspecBackend(Backend):
     """A store root on an fsspec filesystem.
 
@@ -62,14 +83,34 @@ class FsspecBackend(Backend):
         root: The root path in the filesystem's own notation (``bucket/prefix``), no trailing slash.
         url: The store's URL as the user gave it, for messages: shown redacted (a password or a token
             in it becomes ``***``).
+        part_size: Bytes per uploaded part and per downloaded range (object stores); default: the
+            filesystem's ``storage_options['part_size']``, else 8 MiB.
+        concurrency: Parts or ranges in flight at once for the whole store; default:
+            ``storage_options['transfer_concurrency']``, else 8.
+
+    Raises:
+        InvalidArgumentTypeError: ``part_size`` or ``concurrency`` is not an int.
+        InvalidArgumentError: one of them is out of the service's range.
     """
 
-    def __init__(self, fs: Any, root: str, url: str) -> None:
+    #: The service whose part-size rules apply (``"s3"``, ``"gs"``); None: no parallel transfers.
+    transfer_service: str | None = None
+
+    def __init__(
+        self, fs: Any, root: str, url: str, *, part_size: int | None = None, concurrency: int | None = None
+    ) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
         self._url = redact_url(url)
         self.scheme = url.split("://", 1)[0] if "://" in url else "?"
         self._max_key_bytes: int | None = None  # from the capabilities, on first use (0: no limit)
+        options = _take_transfer_options(fs)
+        if part_size is not None:
+            options["part_size"] = part_size
+        if concurrency is not None:
+            options["transfer_concurrency"] = concurrency
+        self.transfer = TransferOptions.from_storage_options(options, self.transfer_service or "", self._url)
+        self._parts = PartPool(self.transfer)
 
     @property
     def url(self) -> str:
@@ -263,14 +304,34 @@ class FsspecBackend(Backend):
 
     # -- streams ----------------------------------------------------------------------------------------
     def open_read(self, key: str) -> IO[bytes]:
-        """A buffered reader."""
-        stream: IO[bytes] = self.fs.open(self._p(key), "rb")
-        return stream
+        """A buffered reader; on object stores, large sequential reads fetch ranges ahead in parallel."""
+        path = self._p(key)
+        stream: IO[bytes] = self.fs.open(path, "rb")
+        size = getattr(stream, "size", None)
+        if self.transfer_service is None or not getattr(self.fs, "async_impl", False) or not isinstance(size, int):
+            return stream
+        if size <= self.transfer.part_size:
+            return stream
+        fs = self.fs
+
+        async def fetch(start: int, end: int) -> bytes:
+            data: bytes = await fs._cat_file(path, start=start, end=end)
+            return data
+
+        return PrefetchReader(stream, size, fetch, fs.loop, self._parts)  # type: ignore[return-value]
 
     def open_write(self, key: str) -> IO[bytes]:
-        """A writer that buffers one part of :data:`PART_SIZE` bytes at a time."""
-        stream: IO[bytes] = self.fs.open(self._p(key), "wb", block_size=PART_SIZE)
+        """A writer that buffers one part at a time (``part_size``; :data:`PART_SIZE` by default)."""
+        block = self.transfer.part_size if self.transfer_service is not None else PART_SIZE
+        stream: IO[bytes] = self.fs.open(self._p(key), "wb", block_size=block)
         return stream
+
+    def describe(self) -> dict[str, Any]:
+        """The base description, plus the part size and concurrency of parallel transfers (object stores)."""
+        out = super().describe()
+        if self.transfer_service is not None:
+            out["transfer"] = {"part_size": self.transfer.part_size, "concurrency": self.transfer.concurrency}
+        return out
 
     # -- log --------------------------------------------------------------------------------------------
     def append_log(self, line: str, writer: str) -> None:

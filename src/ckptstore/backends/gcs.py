@@ -22,7 +22,15 @@ __all__ = ["GCSBackend"]
 
 
 class GCSBackend(FsspecBackend):
-    """A store under ``gs://bucket/prefix``."""
+    """A store under ``gs://bucket/prefix`` (see :class:`~.fsspec.FsspecBackend` for the arguments).
+
+    Downloads fetch ``part_size`` ranges ahead, ``transfer_concurrency`` at once, like S3. Uploads are
+    gcsfs's resumable uploads in chunks of ``part_size`` bytes (a multiple of 256 KiB): a resumable
+    upload takes its chunks in order only, so one object's chunks cannot be sent in parallel; several
+    files still upload at once.
+    """
+
+    transfer_service = "gs"
 
     @property
     def capabilities(self) -> Capabilities:

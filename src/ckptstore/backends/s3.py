@@ -7,16 +7,23 @@ Servers report a failed precondition differently (AWS names the condition, Seawe
 s3fs raises ``FileExistsError`` for one and ``OSError(EINVAL)`` for the other); this module
 recognizes the HTTP 412 / ``PreconditionFailed`` code itself. A writer killed mid-upload leaves
 an unfinished multipart upload; :meth:`S3Backend.pending_uploads` lets gc find and abort it.
+
+Large objects move in parts, several at once (:mod:`._parts`): ``open_write`` returns a
+:class:`~._parts.MultipartWriter` whose parts go out concurrently on s3fs's event loop, and
+``open_read`` fetches ranges ahead for sequential reads. ``storage_options['part_size']`` (bytes,
+5 MiB to 5 GiB; default 8 MiB) and ``storage_options['transfer_concurrency']`` (1 to 64; default 8)
+set the part size and the number of parts in flight for the whole store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-from typing import Any
+from typing import IO, Any
 
 from fsspec.asyn import sync
 
+from ._parts import MultipartWriter, PartBody, PartUploader
 from .base import Capabilities, PendingUpload
 from .fsspec import FsspecBackend
 
@@ -41,8 +48,63 @@ def is_precondition_failure(exc: BaseException) -> bool:
     return False
 
 
+class S3Uploader(PartUploader):
+    """One object's multipart upload through s3fs's client (its retries on transient errors included).
+
+    Args:
+        fs: The s3fs filesystem.
+        bucket: The bucket.
+        key: The object key.
+    """
+
+    def __init__(self, fs: Any, bucket: str, key: str) -> None:
+        self.fs = fs
+        self.bucket = bucket
+        self.key = key
+        self.upload_id: str | None = None
+
+    async def put_whole(self, data: bytes | bytearray | memoryview) -> None:
+        """One PutObject."""
+        body = PartBody(data) if len(data) else b""
+        await self.fs._call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=body)
+
+    async def start(self) -> None:
+        """CreateMultipartUpload."""
+        response = await self.fs._call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key)
+        self.upload_id = str(response["UploadId"])
+
+    async def put_part(self, number: int, data: bytearray | memoryview) -> dict[str, Any]:
+        """UploadPart; returns the part's number and ETag."""
+        response = await self.fs._call_s3(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=PartBody(data),  # sent in place, 256 KiB at a time: no copy of the part in the socket buffer
+        )
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    async def complete(self, parts: list[Any]) -> None:
+        """CompleteMultipartUpload with the parts in order."""
+        await self.fs._call_s3(
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+
+    async def abort(self) -> None:
+        """AbortMultipartUpload (an upload already gone is fine)."""
+        with contextlib.suppress(FileNotFoundError):
+            await self.fs._call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+
+
 class S3Backend(FsspecBackend):
-    """A store under ``s3://bucket/prefix``."""
+    """A store under ``s3://bucket/prefix`` (see :class:`~.fsspec.FsspecBackend` for the arguments)."""
+
+    transfer_service = "s3"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -101,6 +163,12 @@ class S3Backend(FsspecBackend):
         """One unconditional PUT."""
         super().write(key, data)
         self._invalidate(key)
+
+    def open_write(self, key: str) -> IO[bytes]:
+        """A :class:`~._parts.MultipartWriter`: parts of ``part_size`` bytes, up to ``concurrency`` at once."""
+        bucket, name = self._split(key)
+        writer = MultipartWriter(S3Uploader(self.fs, bucket, name), self.fs.loop, self._parts, f"{self.url}/{key}")
+        return writer  # type: ignore[return-value]
 
     def pending_uploads(self, prefix: str) -> list[PendingUpload]:
         """Unfinished multipart uploads under ``prefix`` (ListMultipartUploads, paginated)."""

@@ -73,7 +73,7 @@ class Target(StoreContext):
         """The manifest of ``tx``, whose files are all written and hashed."""
         names = sorted(tx._entries)
         check_file_set(names)  # `a` beside `a/b`, names not UTF-8: no disk could restore them
-        prefix, limit = self.layout.epoch_key(tx.epoch), self.backend.capabilities.max_key_bytes
+        prefix, limit = tx.prefix, self.backend.capabilities.max_key_bytes
         for name in names:
             check_key_length(name, f"{prefix}/{name}", self.backend.key_bytes(f"{prefix}/{name}"), limit)
         serializer = None
@@ -93,6 +93,7 @@ class Target(StoreContext):
             serializer=serializer,
             framework_versions=framework_versions(),
             parent=self.parent(),
+            shard=tx.shard.record(with_rank=True) if tx.shard is not None else None,
         )
 
     def committed_by(self, epoch: int, commit_id: str) -> bool:

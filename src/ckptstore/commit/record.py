@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import _crash
 from .._boundary import backend_errors
@@ -25,7 +25,7 @@ from .._nofollow import open_regular
 from .._progress import ProgressOption, make_progress
 from ..backends.base import Backend
 from ..checkpoint import TRANSFER_THREADS
-from ..checksum import copy_hashing
+from ..checksum import _write_error, copy_hashing
 from ..errors import CommitConflictError, StoreUnavailableError, UnsafePathError
 from ..layout import Layout
 from ..manifest import FileEntry, Manifest
@@ -38,6 +38,16 @@ if TYPE_CHECKING:
     from ..transaction import SaveTransaction
 
 __all__ = ["RecordCommit"]
+
+
+def _raise_typed(exc: BaseException, what: str) -> NoReturn:
+    """Re-raise a failed upload typed: an outage, or an I/O error (a failed part) as ``CommitFailedError``."""
+    if not isinstance(exc, Exception):
+        raise exc
+    typed = _write_error(exc, what)
+    if typed is exc:
+        raise exc
+    raise typed from exc
 
 
 def _let_go(tx: SaveTransaction) -> None:
@@ -95,7 +105,7 @@ class RecordCommit:
     def seal(self, tx: SaveTransaction) -> Manifest:
         """Upload the files written into ``tx.path`` (hashing each in its one read), then build the manifest."""
         with self._aborting(tx):
-            self._upload_staged(tx, self._target.layout.epoch_key(tx.epoch))
+            self._upload_staged(tx, tx.prefix)  # the epoch folder, or a rank's part folder in it
             _crash.point("after_files")
             return self._target.manifest(tx)
 
@@ -162,16 +172,19 @@ class RecordCommit:
             rel, path = item
             key = f"{prefix}/{rel}"
             fd, _ = open_regular(path, error=UnsafePathError, why="checkpoints hold regular files only")
-            with os.fdopen(fd, "rb") as src:
-                sink = self._backend.open_write(key)
+            with os.fdopen(fd, "rb", buffering=0) as src:
+                sink = self._backend.open_write(key)  # S3: parts go out in parallel, ``part_size`` each
                 try:
                     result = copy_hashing(src, sink, bar)
-                except BaseException:
+                except BaseException as exc:
                     discard = getattr(sink, "discard", None)
                     with contextlib.suppress(Exception):
                         discard() if callable(discard) else sink.close()
-                    raise
-                sink.close()
+                    _raise_typed(exc, f"uploading {self._target.url}/{key} failed")
+                try:
+                    sink.close()  # the last part, then the object appears (or the upload is aborted)
+                except Exception as exc:
+                    _raise_typed(exc, f"finishing the upload of {self._target.url}/{key} failed")
             return rel, result
 
         try:

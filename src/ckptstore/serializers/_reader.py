@@ -13,9 +13,17 @@ opens a name only if
 - and on disk it is a regular file reached without following a symlink (otherwise
   :class:`~ckptstore.errors.UnsafeEntryError`; FIFOs and devices are refused without blocking).
 
-The files are those of the verified checkpoint: the epoch directory after :meth:`Checkpoint.verify` on
-local and NFS stores, the verified download on object stores. ``load(verify=False)`` skips the
-re-hash, never the three checks above.
+Verification happens in the read that loads (DESIGN.md section 3: verification before a load
+returns, without a second pass over the bytes). :func:`checkpoint_files` first checks the checkpoint's
+layout (the manifest on disk is the one that was read, no file is missing, none is unlisted, none is a
+symlink or special file); then every file a serializer reads through :meth:`CheckpointFiles.reader`,
+:meth:`~CheckpointFiles.open` or :meth:`~CheckpointFiles.read_bytes` is hashed with xxh3-128 while it is
+read (in a helper thread, overlapping the next read) and compared with the manifest when the reader
+reaches its end; a file handed out by :meth:`~CheckpointFiles.local_file` is hashed before its path is
+returned. When the serializer returns, every listed file it did not read in order is hashed, and only
+then does ``load()`` return its value: a corrupted file raises
+:class:`~ckptstore.errors.ChecksumMismatchError`, never data (also when the corruption made the
+serializer fail first). ``load(verify=False)`` skips the hashing, never the three checks above.
 """
 
 from __future__ import annotations
@@ -24,20 +32,38 @@ import contextlib
 import io
 import os
 import stat
+import threading
 import types
 import warnings
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
-from .._validate import check_relpath
-from ..errors import IncompleteCheckpointError, InvalidArgumentError, UnsafeEntryError, UnsafePathError
+from .._nofollow import regular_files
+from .._validate import RESERVED_NAMES, check_relpath
+from ..checksum import hash_fd
+from ..errors import (
+    ChecksumMismatchError,
+    IncompleteCheckpointError,
+    InvalidArgumentError,
+    ManifestError,
+    UnexpectedFileError,
+    UnsafeEntryError,
+    UnsafePathError,
+    VerificationError,
+)
+from ..layout import MANIFEST_FILE
+from ._verifying import VerifyingReader
 
 if TYPE_CHECKING:
     from ..manifest import FileEntry, Manifest
 
-__all__ = ["CheckpointFiles", "CheckpointView", "checkpoint_files"]
+__all__ = ["CheckpointFiles", "CheckpointView", "VerifyingReader", "checkpoint_files"]
+
+_VERIFY_THREADS = 4
+"""Files hashed at once when the serializer left some unread (a VM disk serves a few reads in parallel)."""
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -112,6 +138,9 @@ class CheckpointFiles:
         self._root = root
         self._files: Mapping[str, FileEntry] = types.MappingProxyType(checkpoint.files)
         self._closed = False
+        self._lock = threading.Lock()
+        self._good: set[str] = set()
+        self._bad: dict[str, ChecksumMismatchError] = {}
         try:
             st = os.lstat(root)
         except FileNotFoundError:
@@ -155,8 +184,30 @@ class CheckpointFiles:
         return isinstance(name, str) and name in self._files
 
     # -- reading ----------------------------------------------------------------------------------------------
+    def reader(self, name: str, *, named_by: str | None = None) -> VerifyingReader:
+        """Open a listed file for reading in the pass that verifies it (the fast way to load).
+
+        ``readinto`` of a large buffer reads the file straight into it, hashing each 8 MiB piece in a
+        helper thread while the next is read. Closing the reader (``with files.reader(name) as r``)
+        reads and hashes whatever was left unread and compares the file with the manifest, so a
+        serializer that returns after the ``with`` block returns verified data.
+
+        Args:
+            name: The file's name as the manifest lists it.
+            named_by: Where ``name`` came from (``"arrays.json"``), for the error message.
+
+        Raises:
+            UnsafePathError, IncompleteCheckpointError, UnsafeEntryError: as :meth:`open`.
+            ChecksumMismatchError: (on close) the file differs from the manifest.
+        """
+        rel = self._listed(name, named_by)
+        return VerifyingReader(self, rel, self._open_fd(rel))
+
     def open(self, name: str, mode: str = "rb", *, named_by: str | None = None) -> BinaryIO:
         """Open a listed file for reading (a seekable binary stream; ``mode="r"`` for text).
+
+        The stream hashes what it reads; when it is read in order and closed, the file has been
+        verified in that read (a stream that was sought is hashed again when the load ends).
 
         Args:
             name: The file's name as the manifest lists it.
@@ -170,31 +221,35 @@ class CheckpointFiles:
         """
         if mode not in ("rb", "r"):
             raise InvalidArgumentError(f"checkpoints are read-only; mode must be 'rb' or 'r', got {mode!r}")
-        rel = self._listed(name, named_by)
-        stream = os.fdopen(self._open_fd(rel), "rb")
+        stream = io.BufferedReader(self.reader(name, named_by=named_by), buffer_size=1 << 20)
         if mode == "r":
             return cast(BinaryIO, io.TextIOWrapper(stream, encoding="utf-8"))
         return cast(BinaryIO, stream)
 
     def read_bytes(self, name: str, *, named_by: str | None = None) -> bytes:
-        """The content of a listed file (checked as :meth:`open` checks it)."""
-        with self.open(name, named_by=named_by) as f:
-            return f.read()
+        """The content of a listed file (checked as :meth:`open` checks it, verified in the same read)."""
+        with self.reader(name, named_by=named_by) as f:
+            return f.readall()
 
     def local_file(self, name: str, *, named_by: str | None = None) -> Path:
         """The local path of a listed file, for libraries that need a path (memory maps, zip readers).
 
-        The path is inside the verified copy of the checkpoint, and every component of it was checked
-        with ``lstat``: no symlink, the file a regular file.
+        The path is inside the checkpoint's folder (or its verified copy), and every component of it
+        was checked with ``lstat``: no symlink, the file a regular file. Unless ``load(verify=False)``,
+        the file is hashed (one read, hashing overlapped) and compared with the manifest before its
+        path is returned; the library's own read then finds it in the page cache.
 
         Raises:
             UnsafePathError, IncompleteCheckpointError, UnsafeEntryError: as :meth:`open`.
+            ChecksumMismatchError: the file differs from the manifest.
         """
         rel = self._listed(name, named_by)
         path = self._lstat_walk(rel)
         inside = os.path.realpath(self._root)
         if os.path.commonpath([inside, os.path.realpath(path)]) != inside:  # pragma: no cover - lstat walk
             raise UnsafeEntryError(f"{self.url}/{rel} resolves outside the checkpoint")
+        if self.verified:
+            self._hash_now(rel)
         return path
 
     @property
@@ -215,6 +270,102 @@ class CheckpointFiles:
     def close(self) -> None:
         """End the reader's life (``load()`` does this when the serializer returns)."""
         self._closed = True
+
+    # -- verification -----------------------------------------------------------------------------------------
+    def _check(self, rel: str, size: int, digest: str) -> None:
+        """Record the size and digest of ``rel`` as read; raise if they differ from the manifest."""
+        entry = self._files[rel]
+        where = f"{self.url}/{rel}"
+        error: ChecksumMismatchError | None = None
+        if size != entry.size:
+            error = ChecksumMismatchError(
+                f"{where}: size {size} differs from the manifest's {entry.size}"
+                + (" (truncated)" if size < entry.size else "")
+            )
+        elif digest != entry.xxh3_128:
+            error = ChecksumMismatchError(f"{where}: xxh3-128 {digest} differs from the manifest's {entry.xxh3_128}")
+        with self._lock:
+            if error is None:
+                self._good.add(rel)
+                return
+            self._bad.setdefault(rel, error)
+        raise error
+
+    def _is_good(self, rel: str) -> bool:
+        with self._lock:
+            return rel in self._good
+
+    def _hash_now(self, rel: str) -> None:
+        """Hash ``rel`` (unless already verified) and compare it with the manifest."""
+        if self._is_good(rel):
+            return
+        fd = self._open_fd(rel)
+        try:
+            size, digest = hash_fd(fd)
+        finally:
+            os.close(fd)
+        self._check(rel, size, digest)
+
+    def _verify_rest(self) -> None:
+        """Hash every listed file not yet verified in order, a few at a time; raise the first mismatch."""
+        with self._lock:
+            if self._bad:
+                raise self._bad[min(self._bad)]
+            todo = [rel for rel in sorted(self._files) if rel not in self._good]
+        errors: dict[str, Exception] = {}
+
+        def one(rel: str) -> None:
+            try:
+                self._hash_now(rel)
+            except (VerificationError, UnsafeEntryError, IncompleteCheckpointError) as exc:
+                errors[rel] = exc
+
+        if len(todo) == 1:
+            one(todo[0])
+        elif todo:
+            with ThreadPoolExecutor(max_workers=_VERIFY_THREADS, thread_name_prefix="ckptstore-verify") as pool:
+                list(pool.map(one, todo))
+        if errors:
+            raise errors[min(errors)]
+
+    def _check_layout(self) -> None:
+        """What :meth:`Checkpoint.verify` checks besides the digests, on the folder being read.
+
+        Raises:
+            IncompleteCheckpointError: the manifest or a listed file is missing.
+            ManifestError: the manifest changed or no longer parses.
+            UnexpectedFileError: an unlisted file is present, or an entry is a symlink or special file.
+        """
+        from ..manifest import Manifest  # the manifest module is above the serializers
+
+        where = f"{self.url}/{MANIFEST_FILE}"
+        try:
+            fd = self._open_fd(MANIFEST_FILE)
+        except (FileNotFoundError, IncompleteCheckpointError):
+            raise IncompleteCheckpointError(f"{where} is missing") from None
+        except UnsafeEntryError as exc:
+            raise UnexpectedFileError(f"epoch {self.epoch} fails verification: {exc}") from exc
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
+        if Manifest.from_json(raw, where=where) != self.manifest:
+            raise ManifestError(f"{where} changed since this checkpoint was read")
+        present: set[str] = set()
+        cut = len(os.fspath(self._root)) + 1
+        try:
+            for entry in regular_files(self._root, why="checkpoints hold regular files only"):
+                rel = entry.path[cut:].replace(os.sep, "/")
+                if rel in RESERVED_NAMES:
+                    continue
+                if rel not in self._files:
+                    raise UnexpectedFileError(f"{self.url}/{rel} is not listed in the manifest of epoch {self.epoch}")
+                present.add(rel)
+        except UnsafeEntryError as exc:
+            raise UnexpectedFileError(f"epoch {self.epoch} fails verification: {exc}") from exc
+        missing = sorted(set(self._files) - present)
+        if missing:
+            raise IncompleteCheckpointError(
+                f"checkpoint epoch {self.epoch} is missing {len(missing)} file(s): {', '.join(missing[:5])}"
+            )
 
     # -- checks -----------------------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -290,14 +441,30 @@ class CheckpointFiles:
 
 @contextlib.contextmanager
 def checkpoint_files(checkpoint: CheckpointView, *, verify: bool = True) -> Iterator[CheckpointFiles]:
-    """A :class:`CheckpointFiles` over the verified files of ``checkpoint``, for the ``with`` block.
+    """A :class:`CheckpointFiles` over the files of ``checkpoint``, verified as they are read.
 
-    Local and NFS stores: the epoch directory, re-hashed first (``verify=True``). Object stores: a
-    download into a private temporary folder, verified while it is read and removed afterwards.
+    Local and NFS stores: the epoch directory; object stores: a download into a private temporary
+    folder, removed afterwards. With ``verify``, the layout is checked before the ``with`` block and
+    every file is hashed in the read that loads it; files the block did not read in order are hashed
+    when it ends, and a mismatch raises :class:`~ckptstore.errors.ChecksumMismatchError` then, so the
+    block's result is never used. If the block raises and a file differs from the manifest, the
+    mismatch is raised instead (chained to the serializer's error): corruption is the cause.
     """
-    with checkpoint.local_path(verify=verify) as root:
+    with checkpoint.local_path(verify=False) as root:
         files = CheckpointFiles(checkpoint, root, verified=verify)
         try:
-            yield files
+            if verify:
+                files._check_layout()
+            try:
+                yield files
+            except Exception as exc:
+                if verify and not isinstance(exc, VerificationError):
+                    try:
+                        files._verify_rest()
+                    except VerificationError as mismatch:
+                        raise mismatch from exc
+                raise
+            if verify:
+                files._verify_rest()
         finally:
             files.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import IncompleteCheckpointError, SerializerError
 from ._registry import require
+from .safetensors import read_safetensors, write_safetensors
 
 if TYPE_CHECKING:
     from ._reader import CheckpointFiles
@@ -79,14 +80,14 @@ class PytreeSerializer:
         arrays: dict[str, Any] = {}
         tree = _encode(state, arrays, np)
         try:
-            from safetensors.numpy import save as st_save
+            import safetensors  # noqa: F401  (the format is written here; the library reads it back)
         except ImportError:
             with tx.open(_NPZ) as f:
                 np.savez(f, **arrays)
             layout = "npz"
         else:
             with tx.open(_SAFETENSORS) as f:
-                f.write(st_save(arrays) if arrays else st_save({}))
+                write_safetensors(f, arrays)
             layout = "safetensors"
         with tx.open(_TREE, "w") as f:
             f.write(json.dumps({"format": "ckptstore.pytree", "version": 1, "arrays": layout, "tree": tree}))
@@ -101,10 +102,9 @@ class PytreeSerializer:
                 f"{_TREE} in epoch {files.epoch} is not a pytree record (its 'arrays' must be 'safetensors' or 'npz')"
             )
         if layout == "safetensors":
-            from safetensors.numpy import load as st_load
-
             source = _SAFETENSORS
-            arrays = dict(st_load(files.read_bytes(source, named_by=_TREE)))
+            with files.reader(source, named_by=_TREE) as reader:
+                arrays, _ = read_safetensors(reader, "numpy")
         else:
             source = _NPZ
             with files.open(source, named_by=_TREE) as f, np.load(f, allow_pickle=False) as data:
