@@ -123,8 +123,14 @@ class Manifests(Part):
         return [n for n in self._backend.listdir(EPOCHS) if n.isdigit()]
 
     def highest_above(self, epoch: int) -> Checkpoint | None:
-        """The highest-numbered valid checkpoint above ``epoch`` (one listing; manifests read lazily)."""
-        for name in sorted(self.names(), key=int, reverse=True):
+        """The highest-numbered valid checkpoint above ``epoch``; manifests read lazily.
+
+        One listing of only the names after ``epoch``'s (zero-padded, so text order is numeric
+        order): its cost follows the epochs above ``epoch``, not the store's size.
+        """
+        after = self._layout.name(epoch) if epoch >= 0 else ""
+        above = [n for n in self._backend.listdir_after(EPOCHS, after) if n.isdigit()]
+        for name in sorted(above, key=int, reverse=True):
             if int(name) <= epoch:
                 break
             with contextlib.suppress(CheckpointNotFoundError, VerificationError):

@@ -153,6 +153,20 @@ class Backend(abc.ABC):
     def listdir(self, prefix: str) -> list[str]:
         """Names of the direct children of ``prefix`` (files and folders), sorted; [] if none."""
 
+    def listdir_after(self, prefix: str, after: str) -> list[str]:
+        """The names :meth:`listdir` gives that sort after ``after`` (by code point), sorted.
+
+        Epoch folders are zero-padded to the store's width, so for them this order is numeric order:
+        ``listdir_after("epochs", "00000007")`` lists the epochs above 7. Object stores start their
+        listing there (S3 ``StartAfter``, GCS ``startOffset``), so the cost follows what is returned,
+        not what the folder holds; this default filters a full listing.
+
+        Args:
+            prefix: The folder.
+            after: A name; "" lists every child.
+        """
+        return [name for name in self.listdir(prefix) if name > after]
+
     @abc.abstractmethod
     def walk(self, prefix: str) -> dict[str, int]:
         """Every object under ``prefix``, recursively: relative key -> size."""

@@ -45,6 +45,30 @@ class GCSBackend(FsspecBackend):
             max_key_bytes=1024,
         )
 
+    def listdir_after(self, prefix: str, after: str) -> list[str]:
+        """objects.list from ``startOffset``: its pages hold only what sorts at or after ``after``.
+
+        ``startOffset`` includes ``after`` itself, and some emulators ignore it, so the names are
+        filtered here too.
+        """
+        bucket, _, name = self._p(prefix).partition("/")
+        base = f"{name}/" if name else ""
+        query: dict[str, str] = {"prefix": base, "delimiter": "/"}
+        if after:
+            query["startOffset"] = base + after
+        found: set[str] = set()
+        while True:
+            try:
+                page = self.fs.call("GET", "b/{}/o", bucket, json_out=True, **query)
+            except FileNotFoundError:
+                return []
+            found.update(p[len(base) :].rstrip("/") for p in page.get("prefixes") or [])
+            found.update(item["name"][len(base) :] for item in page.get("items") or [])
+            token = page.get("nextPageToken")
+            if not token:
+                return sorted(n for n in found if n > after)
+            query["pageToken"] = token
+
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         """The generation first, then the content (a newer content makes the later CAS fail)."""
         path = self._p(key)

@@ -112,6 +112,10 @@ class RetryingBackend(Backend):
         """Listing, retried."""
         return self._retry(f"list {prefix or '/'}", lambda: self.inner.listdir(prefix))
 
+    def listdir_after(self, prefix: str, after: str) -> list[str]:
+        """Listing from a name on, retried (the wrapped backend's own, efficient one)."""
+        return self._retry(f"list {prefix or '/'} after {after}", lambda: self.inner.listdir_after(prefix, after))
+
     def walk(self, prefix: str) -> dict[str, int]:
         """Recursive listing, retried."""
         return self._retry(f"list {prefix or '/'}", lambda: self.inner.walk(prefix))

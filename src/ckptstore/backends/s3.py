@@ -124,8 +124,33 @@ class S3Backend(FsspecBackend):
         bucket, _, rest = self._p(key).partition("/")
         return bucket, rest
 
-    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
-        """One GET returning the content and its ETag together."""
+    def listdir_after(self, prefix: str, after: str) -> list[str]:
+        """ListObjectsV2 from ``StartAfter``: its pages (1000 keys) hold only what sorts after ``after``.
+
+        A name under ``after`` itself (``after/...``) rolls up into one common prefix and is dropped
+        here, as is anything a server returns before ``StartAfter``.
+        """
+        bucket, name = self._split(prefix)
+        base = f"{name}/" if name else ""
+        start = {"StartAfter": base + after} if after else {}
+        page: dict[str, Any] = {}
+        found: set[str] = set()
+        while True:
+            try:
+                response = self.fs.call_s3(
+                    "list_objects_v2", Bucket=bucket, Prefix=base, Delimiter="/", **start, **page
+                )
+            except FileNotFoundError:
+                return []
+            found.update(entry["Prefix"][len(base) :].rstrip("/") for entry in response.get("CommonPrefixes") or [])
+            found.update(entry["Key"][len(base) :] for entry in response.get("Contents") or [])
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                return sorted(n for n in found if n > after)
+            page = {"ContinuationToken": token}
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        """One GetObject: the content and its ETag (s3fs's ``cat_file`` sends a HeadObject first)."""
         bucket, name = self._split(key)
         fs = self.fs
 
@@ -138,8 +163,16 @@ class S3Backend(FsspecBackend):
                 body.close()
             return bytes(data), str(response["ETag"])
 
+        return sync(fs.loop, get)  # type: ignore[no-any-return]
+
+    def read_bytes(self, key: str) -> bytes:
+        """One GET."""
+        return self._get(key)[0]
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """One GET returning the content and its ETag together."""
         try:
-            return sync(fs.loop, get)  # type: ignore[no-any-return]
+            return self._get(key)
         except FileNotFoundError:
             return None
 
