@@ -68,6 +68,36 @@ def test_ls_sorts_like_determined(target: tuple[str, list[str], Any]) -> None:
     assert "val_loss" in table and "best" in table and "ckptstore plot" in table
 
 
+def test_ls_top_n_asks_the_store_for_n_and_shows_the_first_n_of_the_full_listing(
+    target: tuple[str, list[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, o, _ = target
+    limits: list[int | None] = []
+    listed = ckptstore.CheckpointStore.list
+
+    def spy(self: ckptstore.CheckpointStore, *args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs.get("limit"))
+        return listed(self, *args, **kwargs)
+
+    monkeypatch.setattr(ckptstore.CheckpointStore, "list", spy)
+    for sort in (
+        [],
+        ["--sort-by", "acc"],
+        ["--sort-by", "epoch", "--order", "desc"],
+        ["--monitor", "acc", "--mode", "min"],
+    ):
+        full_rows = run_json([*o, "ls", url, *sort])
+        full_csv = run([*o, "ls", url, *sort, "--csv"]).stdout.splitlines()
+        for n in (1, 2, 5, 9):
+            limits.clear()
+            assert run_json([*o, "ls", url, *sort, "--top-n", str(n)]) == full_rows[:n]
+            assert run([*o, "ls", url, *sort, "--top-n", str(n), "--csv"]).stdout.splitlines() == full_csv[: n + 1]
+            assert limits == [n, n], limits  # the store was asked for n, never for everything
+    assert run_json([*o, "ls", url, "--top-n", "0"]) == []
+    # A metric that is in none of the rows shown: the whole store decides whether it exists.
+    assert "its metrics: acc, val_loss" in run([*o, "ls", url, "--sort-by", "nope", "--top-n", "1"], code=2).output
+
+
 def test_show_download_and_verify(target: tuple[str, list[str], Any], tmp_path: Path) -> None:
     url, o, options = target
     shown = run_json([*o, "show", url, "best"])

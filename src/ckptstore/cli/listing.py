@@ -161,17 +161,23 @@ def ls_command(
         sort_by = monitor
         if order is None and mode in ("min", "max"):
             order = "asc" if mode == "min" else "desc"
-    checkpoints = store.list(sort_by=sort_by, order=order)  # type: ignore[arg-type]
-    if sort_by is not None and sort_by not in ("epoch", "time"):
-        check_metric(store, sort_by, "--monitor" if monitor == sort_by else "--sort-by", checkpoints)
-    known = metric_names(checkpoints)
-    chosen = _columns(columns, metrics, known)
-    shown = checkpoints if top_n is None else checkpoints[:top_n]
+    # With --top-n the store reads only what it shows; the whole store is listed only to name the
+    # metrics it has when a metric asked for is in none of the rows shown.
+    shown = store.list(sort_by=sort_by, order=order, limit=top_n)  # type: ignore[arg-type]
+    everything = shown if top_n is None else None
+    if sort_by is not None and sort_by not in ("epoch", "time") and sort_by not in metric_names(shown):
+        check_metric(store, sort_by, "--monitor" if monitor == sort_by else "--sort-by", everything)
+    try:
+        chosen = _columns(columns, metrics, metric_names(shown))
+    except click.BadParameter:
+        if everything is not None:
+            raise
+        chosen = _columns(columns, metrics, metric_names(store.list(sort_by="epoch")))
     marks = marks_of(store)
     if as_json:
         json_out([_row(c, marks(c.epoch)) for c in shown])
         return
-    unit = unit_of(checkpoints)
+    unit = unit_of(shown)
     if as_csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
