@@ -22,6 +22,8 @@ POINTS = (
     "after_pointers",
     "gc_after_trash",
 )
+INDEX_POINTS = ("index_after_flush", "index_after_merge")
+"""Points inside the index's compaction (reached only once the head fills; see test_scale_history.py)."""
 
 
 def point(name: str) -> None:

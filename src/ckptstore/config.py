@@ -94,6 +94,8 @@ class StoreConfig:
         progress: Progress bars for big uploads: None (default) on a terminal only, True, False,
             or a callable receiving ``(done_bytes, total_bytes, description)``.
         pending_saves: Non-blocking saves in flight at most (default 1); a further save waits.
+        index_head_entries: Records ``index.json`` holds before they move into a segment (default
+            64): what each commit rewrites, whatever the store's history (see docs/scale.md).
         retry: Retries of transient backend failures (remote backends).
     """
 
@@ -112,6 +114,7 @@ class StoreConfig:
     log_file: bool = attrs.field(default=True, validator=is_bool())
     progress: ProgressOption = attrs.field(default=None, eq=False, validator=is_progress())
     pending_saves: int = attrs.field(default=1, validator=is_int(1, 64))
+    index_head_entries: int = attrs.field(default=64, validator=is_int(1, 4096))
     retry: RetryPolicy = attrs.field(
         factory=RetryPolicy, validator=is_instance(RetryPolicy, "ckptstore.RetryPolicy(max_attempts=..., deadline=...)")
     )

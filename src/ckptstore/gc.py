@@ -33,7 +33,7 @@ from .commit.claims import Claims
 from .context import Part, StoreContext
 from .errors import CkptStoreError
 from .index import Index
-from .layout import CLAIM_FILE, EPOCHS, RETIRED, TRASH, WORK, Layout, tail
+from .layout import CLAIM_FILE, EPOCHS, INDEX_SEGMENTS, RETIRED, TRASH, WORK, Layout, tail
 from .manifests import Manifests
 from .pointers import Pointers
 from .policies import CheckpointInfo, GcDecision, KeepPolicy, Mode, plan_gc
@@ -152,6 +152,9 @@ class Collector(Part):
         if dry_run:
             return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=True)
         with backend_errors(self._backend, "collect garbage"):
+            if self._index.lost and self._writable():  # a segment gone for good: the listing read manifests
+                self._index.update(rebuild=True)
+                self._log("REPAIR", "index.json named a lost segment; rebuilt from the manifests", logging.WARNING)
             deleted = {d.epoch: d.reason for d in decisions if d.action == "delete"}
             if deleted:
                 with self._lock():  # serialized with commits, pins and every index update
@@ -159,7 +162,7 @@ class Collector(Part):
                     deleted = {e: why for e, why in deleted.items() if e not in protected}
                     # The index first: a crash after it leaves unindexed checkpoints, read from their
                     # manifests, never an entry without one.
-                    self._index.update(remove=deleted, prune=True)
+                    self._index.update(remove=deleted, known=[checkpoints[e] for e in deleted], prune=True)
                     for epoch, reason in deleted.items():
                         self.delete(checkpoints[epoch], reason)
             for rel, why in leftovers:
@@ -247,6 +250,9 @@ class Collector(Part):
     def remove_leftover(self, rel: str) -> bool:
         """Remove one leftover found by :meth:`leftovers`; True if it is gone."""
         backend = self._backend
+        if rel.startswith(f"{INDEX_SEGMENTS}/"):
+            backend.delete(rel)
+            return True
         if rel.startswith("upload:"):
             key, _, upload_id = rel[len("upload:") :].rpartition("#")
             backend.abort_upload(PendingUpload(key=key, upload_id=upload_id, initiated_ns=0))
@@ -262,11 +268,12 @@ class Collector(Part):
 
     # -- finding leftovers ------------------------------------------------------------------------------------
     def leftovers(self) -> builtins.list[tuple[str, str]]:
-        """``(path, why)`` of everything failed or finished saves left behind."""
+        """``(path, why)`` of everything failed or finished saves (and index compactions) left behind."""
         backend = self._backend
+        orphans = self._index.orphans(self._rules.work_grace_seconds)
         if not backend.capabilities.atomic_rename:
-            return self._object_leftovers()
-        found: builtins.list[tuple[str, str]] = []
+            return self._object_leftovers() + orphans
+        found: builtins.list[tuple[str, str]] = list(orphans)
         now = time.time()
         active = self._active_work()
         for name in backend.listdir(WORK):  # a symlinked work/, retired/ or trash/ is refused here

@@ -1,11 +1,17 @@
-"""``index.json``: a cache of every committed checkpoint, so a listing costs one read, not one per checkpoint.
+"""``index.json``: a cache of every committed checkpoint, so a listing costs a few reads, not one per checkpoint.
 
-This is the only code that reads or writes ``index.json``. The index holds each checkpoint's
-manifest, metrics and metadata, and a history of deleted ones (so ``ckptstore plot`` shows the whole
-curve). It is a cache: it may lag (a writer killed between its commit and its index update), it is
-rebuilt from the manifests whenever it is missing, invalid or asked to be, and nothing destructive is
-decided from it. Every update is a compare-and-swap under the store's record lock, so no writer's
-update (a commit, gc, metadata) is lost to another's.
+This is the only code that reads or writes the index. It holds each checkpoint's manifest, metrics
+and metadata, and a history of deleted ones (so ``ckptstore plot`` shows the whole curve). A commit's
+cost must not grow with the history, so the index is a small head (``index.json``, the changes since
+its segments) over immutable segments (``index.d/``), merged in the background as they pile up (see
+:mod:`ckptstore.index_segments`): a commit rewrites a bounded head, whatever the number of checkpoints.
+
+It is a cache: it may lag (a writer killed between its commit and its index update), it is rebuilt
+from the manifests whenever it is missing, invalid or asked to be, and nothing destructive is decided
+from it. Every change to the head is a compare-and-swap under the store's record lock, so no writer's
+update (a commit, gc, metadata, a compaction) is lost to another's; segments are written create-only
+under fresh names before a head names them, and removed only after no head names them, so a reader
+sees a whole index or retries.
 """
 
 from __future__ import annotations
@@ -13,61 +19,140 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import threading
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from . import _crash
 from ._boundary import CAS_ATTEMPTS, parse_json
 from ._validate import check_metrics
 from .checkpoint import Checkpoint
 from .context import Part, StoreContext
 from .errors import InvalidArgumentError
-from .layout import EPOCHS, INDEX_FILE, Layout
+from .index_segments import (
+    FANOUT,
+    INDEX_FORMAT,
+    INDEX_VERSION,
+    Delta,
+    Head,
+    SegmentRef,
+    fold,
+    merge,
+    merge_plan,
+    parse_head,
+    parse_segment,
+    segment_json,
+)
+from .layout import EPOCHS, INDEX_FILE, INDEX_SEGMENTS, Layout
 from .manifest import MAX_EPOCH, MAX_TIME_NS
 from .manifests import Manifests
 
-__all__ = ["INDEX_FORMAT", "Index", "history_entry", "index_entry"]
+__all__ = ["HEAD_ENTRIES", "INDEX_FORMAT", "Index", "history_entry", "index_entry"]
 
 logger = logging.getLogger("ckptstore")
 
-INDEX_FORMAT = "ckptstore.index"
+HEAD_ENTRIES = 64
+"""Records the head holds before it is flushed into a segment (the ``index_head_entries`` option)."""
+ORPHAN_GRACE_SECONDS = 60.0
+"""A segment no head names is removed by gc only once it is this old (a compactor may be about to name it)."""
+_READ_ATTEMPTS = 5
+
+
+def _segment_key(ident: str) -> str:
+    return f"{INDEX_SEGMENTS}/{ident}.json"
+
+
+def _history_key(ident: str) -> str:
+    return f"{INDEX_SEGMENTS}/{ident}.history.json"
 
 
 class Index(Part):
     """The index of one store.
 
     Args:
-        backend: The store's backend.
-        layout: The store's key names.
-        url: The store's URL, for messages.
-        lock: The store's record lock (re-entrant), held around every update.
+        ctx: The store's context.
         manifests: Where the truth is, for rebuilding.
+        head_entries: Records the head holds before it is flushed into a segment.
     """
 
-    def __init__(self, ctx: StoreContext, manifests: Manifests) -> None:
+    def __init__(self, ctx: StoreContext, manifests: Manifests, *, head_entries: int = HEAD_ENTRIES) -> None:
         super().__init__(ctx)
         self._manifests = manifests
+        self._head_cap = head_entries
+        self._compaction: threading.Thread | None = None
+        self._again = False
+        self._guard = threading.Lock()
+        self.lost = False
+        """A read found the head naming a segment that is gone for good (gc then rebuilds the index)."""
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def _head(self, raw: bytes | None) -> Head | None:
+        return parse_head(parse_json(raw)) if raw is not None else None
+
+    def _segments(self, refs: Sequence[SegmentRef], *, history: bool) -> list[Delta] | None:
+        """The deltas of ``refs``, in order (with their history if asked); None if one is gone (compacted meanwhile)."""
+        if not refs:
+            return []
+        keys = [_segment_key(r.id) for r in refs]
+        keys += [_history_key(r.id) for r in refs if history and r.history]
+        raw = self._backend.read_many(keys)
+        deltas = []
+        for ref in refs:
+            data = raw.get(_segment_key(ref.id))
+            extra = raw.get(_history_key(ref.id)) if history and ref.history else b"{}"
+            if data is None or extra is None:
+                return None
+            delta = parse_segment(parse_json(data), parse_json(extra) if history and ref.history else None)
+            if delta is None:
+                return None
+            deltas.append(delta)
+        return deltas
+
+    def _fold(self, head: Head, *, history: bool = False) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The whole index a head describes (its segments read), or None if a segment is gone."""
+        deltas = self._segments(head.segments, history=history)
+        return None if deltas is None else fold([*deltas, head.delta])
+
+    def view(self, *, history: bool = False) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(entries, history)`` of a valid index, or None (missing, invalid, or a segment lost for good).
+
+        Args:
+            history: Read the history of deleted checkpoints too (else only the head's is returned).
+        """
+        for _attempt in range(_READ_ATTEMPTS):
+            raw = None
+            with contextlib.suppress(FileNotFoundError):
+                raw = self._backend.read_bytes(INDEX_FILE)
+            head = self._head(raw)
+            if head is None:
+                return None
+            whole = self._fold(head, history=history)
+            if whole is not None:
+                return whole
+            # a segment was merged away between reading the head and reading it: read the head again
+        self.lost = True
+        logger.warning("index.json of %s names a segment that is gone; listings read the manifests", self._url)
+        return None
 
     def entries(self) -> dict[str, Any] | None:
-        """The ``checkpoints`` section of a valid index (by epoch folder name), or None."""
-        raw = None
-        with contextlib.suppress(FileNotFoundError):
-            raw = self._backend.read_bytes(INDEX_FILE)
-        index = parse_json(raw) if raw is not None else {}
-        entries = index.get("checkpoints")
-        if index.get("format") == INDEX_FORMAT and isinstance(entries, dict):
-            return entries
-        return None
+        """The checkpoint entries of a valid index (by epoch folder name), or None."""
+        whole = self.view()
+        return whole[0] if whole is not None else None
 
     def document(self) -> dict[str, Any]:
         """The whole index (rebuilt in memory from the manifests if it is missing or invalid)."""
-        raw = None
-        with contextlib.suppress(FileNotFoundError):
-            raw = self._backend.read_bytes(INDEX_FILE)
-        data = parse_json(raw) if raw is not None else {}
-        if data.get("format") != INDEX_FORMAT or not isinstance(data.get("checkpoints"), dict):
-            return {"format": INDEX_FORMAT, "version": 1, "checkpoints": self.from_manifests(), "history": {}}
-        return data
+        whole = self.view(history=True)
+        entries, raw_history = whole if whole is not None else (self.from_manifests(), {})
+        history = {tag: clean for tag, item in raw_history.items() if (clean := history_entry(item)) is not None}
+        return {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "checkpoints": dict(sorted(entries.items())),
+            "history": dict(sorted(history.items())),
+        }
 
     def from_manifests(self) -> dict[str, dict[str, Any]]:
         """Index entries for every committed checkpoint, read from the manifests and metadata files."""
@@ -80,97 +165,227 @@ class Index(Part):
             entries[c.name] = index_entry(c, md)
         return entries
 
+    # -- writing ----------------------------------------------------------------------------------------------
     def update(
         self,
         *,
         add: Iterable[Checkpoint] = (),
         remove: Mapping[int, str] | Iterable[int] = (),
-        metadata: Mapping[str, dict[str, Any]] | None = None,
+        known: Iterable[Checkpoint] = (),
         rebuild: bool = False,
         prune: bool = False,
-    ) -> dict[str, Any]:
-        """Apply changes to ``index.json`` by compare-and-swap, under the record lock.
+    ) -> None:
+        """Apply changes to the index by compare-and-swap of its head, under the record lock.
+
+        Its cost does not depend on how many checkpoints the store holds, except for ``rebuild``,
+        ``prune`` and removals of entries older than the head (which read the segments once).
 
         Args:
-            add: Newly committed checkpoints (one that is gone already is not added: gc may have
-                deleted a commit before its writer got here).
+            add: Checkpoints newly committed, or whose metadata changed (one that is gone already is
+                not added: gc may have deleted a commit before its writer got here).
             remove: Epochs deleted (``{epoch: reason}`` or epochs); they move to the index's history,
                 so the metric curve stays complete for ``ckptstore plot``.
-            metadata: New user metadata by epoch name.
-            rebuild: Rebuild the checkpoint entries from the manifests first.
+            known: The checkpoints being removed, as the caller read them (their history records
+                are made from these, so the segments need not be read).
+            rebuild: Rebuild the entries from the manifests (history is kept).
             prune: Drop entries whose epoch folder is gone (one listing of ``epochs/``).
-
-        Returns:
-            The index as written.
         """
         with self._lock():
-            return self._update(add, remove, metadata, rebuild, prune)
+            flushed = self._update(add, remove, {c.name: index_entry(c, None) for c in known}, rebuild, prune)
+        if flushed:
+            self._schedule()
 
     def _update(
         self,
         add: Iterable[Checkpoint],
         remove: Mapping[int, str] | Iterable[int],
-        metadata: Mapping[str, dict[str, Any]] | None,
+        described: dict[str, dict[str, Any]],
         rebuild: bool,
         prune: bool,
-    ) -> dict[str, Any]:
+    ) -> bool:
         backend = self._backend
         additions = {c.name: index_entry(c, c._metadata) for c in add if backend.exists(Layout.manifest_key(c.key))}
         reasons = dict(remove) if isinstance(remove, Mapping) else dict.fromkeys(remove, "deleted")
         removals = {self._layout.name(e): why for e, why in reasons.items()}
         present = set(backend.listdir(EPOCHS)) if prune else None
         fresh = self.from_manifests() if rebuild else None
-        record: dict[str, Any] = {}
+        unreadable: str | None = None  # the head version whose segments could not be read
         for _attempt in range(CAS_ATTEMPTS):
             current = backend.read_versioned(INDEX_FILE)
-            data = parse_json(current[0]) if current else {}
-            entries = data.get("checkpoints")
-            raw_history = data.get("history")
-            history: dict[str, Any] = {}  # junk (index.json is a cache anyone may have edited) is dropped
-            for tag, item in raw_history.items() if isinstance(raw_history, dict) else ():
-                clean = history_entry(item)
-                if clean is not None:
-                    history[tag] = clean
-            if fresh is not None:
-                entries = dict(fresh)
-            elif not isinstance(entries, dict) or data.get("format") != INDEX_FORMAT:
-                entries = self.from_manifests()
+            version = current[1] if current else None
+            head = self._head(current[0]) if current else None
+            whole: tuple[dict[str, Any], dict[str, Any]] | None = None
+            needs = fresh is not None or prune or any(n not in described for n in removals)
+            if head is not None and head.segments and needs:
+                whole = self._fold(head, history=fresh is not None)  # only these need what the segments hold
+                if whole is None:
+                    if unreadable != version:
+                        unreadable = version
+                        continue  # merged away meanwhile: read the head again
+                    head = None  # a segment is gone for good: rebuild from the manifests
+            replaced: tuple[SegmentRef, ...] = ()
+            if head is None or fresh is not None:
+                history = whole[1] if whole is not None else dict(head.delta.history) if head is not None else {}
+                replaced = head.segments if head is not None else ()
+                base = Delta(checkpoints=fresh if fresh is not None else self.from_manifests(), history=history)
+                head, whole = Head(delta=base), (dict(base.checkpoints), history)
+            entries = dict(head.delta.checkpoints)
+            removed = set(head.delta.removed)
+            history = dict(head.delta.history)
             entries.update(additions)
-            for name, md in (metadata or {}).items():
-                if isinstance(entries.get(name), dict):
-                    entries[name]["metadata"] = md
+            removed -= additions.keys()
             now = time.time_ns()
+            known = whole[0] if whole is not None else entries
             gone_elsewhere = {  # entries whose folder was gone when this update began (a cache may lag, not lie)
                 n: "gone (deleted by another process)"
-                for n in entries
+                for n in known
                 if present is not None and n not in present and n not in additions and n.isdigit()
             }
             for name, why in {**gone_elsewhere, **removals}.items():
-                gone = entries.pop(name, None)
+                gone = entries.pop(name, None) or described.get(name) or known.get(name)
+                if head.segments:
+                    removed.add(name)  # shadows the entry in a segment
                 if isinstance(gone, dict):
                     commit = gone.get("commit_id")
-                    history[f"{name}.{commit[:8] if isinstance(commit, str) else ''}"] = history_entry(
-                        {
-                            "epoch": int(name),
-                            "metrics": gone.get("metrics"),
-                            "committed_at_ns": gone.get("committed_at_ns"),
-                            "deleted_at_ns": now,
-                            "reason": why,
-                        }
-                    )
-            record = {
-                "format": INDEX_FORMAT,
-                "version": 1,
-                "updated_at_ns": now,
-                "checkpoints": dict(sorted(entries.items())),
-                "history": dict(sorted(history.items())),
-            }
-            if backend.write_if(INDEX_FILE, json.dumps(record, indent=1).encode(), current[1] if current else None):
-                return record
+                    history[f"{name}.{commit[:8] if isinstance(commit, str) else ''}"] = {
+                        "epoch": int(name),
+                        "metrics": gone.get("metrics"),
+                        "committed_at_ns": gone.get("committed_at_ns"),
+                        "deleted_at_ns": now,
+                        "reason": why,
+                    }
+            clean = {tag: c for tag, item in history.items() if (c := history_entry(item)) is not None}
+            delta = Delta(checkpoints=entries, removed=frozenset(removed), history=clean)
+            new = Head(segments=head.segments, delta=delta)
+            flushed = None
+            if delta.size > self._head_cap:  # the head is full: its delta becomes a segment
+                flushed = self._write_segment(delta, _level_for(delta.size, self._head_cap), now)
+                new = Head(segments=(*head.segments, flushed))
+                _crash.point("index_after_flush")
+            if backend.write_if(INDEX_FILE, _encode(new.to_json(now)), version):
+                self.lost = self.lost and fresh is None and not replaced
+                self._delete_segments(replaced)  # a rebuild's predecessors: no head names them now
+                return flushed is not None
+            if flushed is not None:
+                self._delete_segments([flushed])  # nobody names it
         logger.warning(
             "index.json of %s not updated after %d conflicts; reindex() rebuilds it", self._url, CAS_ATTEMPTS
         )
-        return record
+        return False
+
+    def _write_segment(self, delta: Delta, level: int, now: int) -> SegmentRef:
+        """Write a segment under a fresh name (its history first: a segment appears whole or is never named)."""
+        ident = uuid.uuid4().hex  # a random 128-bit name: create-only never meets an existing one
+        entries, history = segment_json(delta, now)
+        if history is not None:
+            self._backend.create_only(_history_key(ident), _encode(history))
+        self._backend.create_only(_segment_key(ident), _encode(entries))
+        return SegmentRef(id=ident, level=level, count=delta.size, history=history is not None)
+
+    def _delete_segments(self, refs: Iterable[SegmentRef]) -> None:
+        for ref in refs:
+            self._backend.delete(_segment_key(ref.id))
+            if ref.history:
+                self._backend.delete(_history_key(ref.id))
+
+    # -- compaction -------------------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        """Merge segments in a background thread (one per store; a request while it runs runs it again)."""
+        with self._guard:
+            if self._compaction is not None:
+                self._again = True
+                return
+            self._compaction = threading.Thread(target=self._compact_loop, name="ckptstore-index", daemon=True)
+            self._compaction.start()
+
+    def _compact_loop(self) -> None:
+        while True:
+            try:
+                self.compact()
+            except Exception as exc:  # a cache: a failed merge is retried at the next flush, never raised
+                logger.warning("index compaction of %s failed (retried later): %s", self._url, exc)
+            with self._guard:
+                if not self._again:
+                    self._compaction = None
+                    return
+                self._again = False
+
+    def wait(self) -> None:
+        """Wait for a background compaction to finish."""
+        with self._guard:
+            thread = self._compaction
+        if thread is not None:
+            thread.join()
+
+    def compact(self) -> int:
+        """Merge trailing runs of ``FANOUT`` segments of one level until none is left; return the merges made.
+
+        The merged segment is written under a new name first; the head then names it instead of the
+        ones it replaces, by compare-and-swap, only if those are still where they were; the old ones
+        are deleted after. A compactor killed at any point leaves the index valid (and, at worst, an
+        unnamed segment that gc removes).
+        """
+        backend = self._backend
+        merges = 0
+        for _attempt in range(CAS_ATTEMPTS):
+            raw = None
+            with contextlib.suppress(FileNotFoundError):
+                raw = backend.read_bytes(INDEX_FILE)
+            head = self._head(raw)
+            plan = merge_plan(head.segments) if head is not None else None
+            if head is None or plan is None:
+                return merges
+            start, end = plan
+            chosen = head.segments[start:end]
+            deltas = self._segments(chosen, history=True)
+            if deltas is None:
+                continue
+            merged = deltas[0]
+            for delta in deltas[1:]:
+                merged = merge(merged, delta, bottom=start == 0)
+            ref = self._write_segment(merged, max(r.level for r in chosen) + 1, time.time_ns())
+            _crash.point("index_after_merge")
+            with self._lock():
+                current = backend.read_versioned(INDEX_FILE)
+                now = self._head(current[0]) if current else None
+                swapped = False
+                if current is not None and now is not None and now.segments[start:end] == chosen:
+                    new = Head(segments=(*now.segments[:start], ref, *now.segments[end:]), delta=now.delta)
+                    swapped = backend.write_if(INDEX_FILE, _encode(new.to_json(time.time_ns())), current[1])
+            if not swapped:
+                self._delete_segments([ref])
+                continue
+            merges += 1
+            self._delete_segments(chosen)
+        return merges
+
+    def orphans(self, grace_seconds: float) -> list[tuple[str, str]]:
+        """``(key, why)`` of segments no head names, older than the grace period (a crashed compactor's)."""
+        backend = self._backend
+        listed = backend.stat_files(INDEX_SEGMENTS)
+        if not listed:
+            return []
+        raw = None
+        with contextlib.suppress(FileNotFoundError):
+            raw = backend.read_bytes(INDEX_FILE)
+        head = self._head(raw)
+        named = {f"{r.id}{part}" for r in head.segments for part in (".json", ".history.json")} if head else set()
+        grace = max(grace_seconds, ORPHAN_GRACE_SECONDS)
+        now = time.time_ns()
+        return [
+            (f"{INDEX_SEGMENTS}/{rel}", f"index segment no head names, {(now - mtime) / 1e9:.0f}s old")
+            for rel, (_size, mtime) in sorted(listed.items())
+            if rel not in named and (now - mtime) / 1e9 > grace
+        ]
+
+
+def _level_for(count: int, cap: int) -> int:
+    """The level of a segment of ``count`` records (a flushed head: 0; a rebuilt index: as if merged)."""
+    return max(0, math.ceil(math.log(max(count, 1) / max(cap, 1), FANOUT))) if count > cap * FANOUT else 0
+
+
+def _encode(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 def history_entry(raw: object) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ __all__ = [
     "CLAIM_FILE",
     "EPOCHS",
     "INDEX_FILE",
+    "INDEX_SEGMENTS",
     "INTERNAL_FILES",
     "INTERNAL_FOLDERS",
     "LOCAL_FOLDERS",
@@ -36,7 +37,9 @@ __all__ = [
 STORE_FILE = "ckptstore.json"
 """The store descriptor: format, version, store id, naming width, monitor and mode."""
 INDEX_FILE = "index.json"
-"""A cache of every committed checkpoint's manifest and metadata (rebuildable from the manifests)."""
+"""A cache of every committed checkpoint's manifest and metadata (rebuildable from the manifests): the head."""
+INDEX_SEGMENTS = "index.d"
+"""The index's immutable segments, which its head names (see :mod:`ckptstore.index_segments`)."""
 LOG_FILE = "ckpt.log"
 """The human-readable operation log on local backends (object stores write ``log/`` objects)."""
 MANIFEST_FILE = "MANIFEST.json"
@@ -58,7 +61,7 @@ POINTER_LOCK = f"{POINTERS}/.lock"
 
 LOCAL_FOLDERS = (EPOCHS, WORK, POINTERS, PINS, TRASH, RETIRED)
 """The folders a local store creates when it is opened for writing."""
-INTERNAL_FOLDERS = frozenset({WORK, TRASH, RETIRED, POINTERS, PINS, "log", "probe"})
+INTERNAL_FOLDERS = frozenset({WORK, TRASH, RETIRED, POINTERS, PINS, INDEX_SEGMENTS, "log", "probe"})
 """Top-level folders that belong to ckptstore (never searched for the user's files)."""
 INTERNAL_FILES = frozenset({STORE_FILE, INDEX_FILE, LOG_FILE})
 """Top-level files that belong to ckptstore."""

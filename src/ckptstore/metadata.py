@@ -57,7 +57,7 @@ class Metadata(Part):
             if not backend.exists(Layout.manifest_key(checkpoint.key)):  # deleted meanwhile: leave nothing
                 backend.delete(key)
                 raise CheckpointNotFoundError(f"epoch {checkpoint.epoch} was deleted while its metadata changed")
-            self._index.update(metadata={checkpoint.name: updated})
-        checkpoint._metadata = updated
+            checkpoint._metadata = updated
+            self._index.update(add=[checkpoint])
         self._log("METADATA", f"epoch {checkpoint.epoch}: {what}")
         return updated

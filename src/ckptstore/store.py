@@ -148,7 +148,7 @@ class CheckpointStore:
             parent=lambda: self._parent,
         )
         self._manifests = Manifests(target, self)
-        self._index = Index(target, self._manifests)
+        self._index = Index(target, self._manifests, head_entries=self.config.index_head_entries)
         self._pointers = Pointers(target, self._manifests, (self.config.monitor, self.mode))
         self._queries = Queries(
             target, self._manifests, self._index, self._pointers, (self.config.monitor, self.mode), self._repair
@@ -262,11 +262,17 @@ class CheckpointStore:
         Returns:
             The checkpoint it committed, or None if nothing was in flight.
         """
-        return self._pipeline.wait()
+        try:
+            return self._pipeline.wait()
+        finally:
+            self._index.wait()
 
     def close(self) -> None:
-        """Wait for any save in flight and release the background thread."""
-        self._pipeline.close()
+        """Wait for any save in flight and for the index's compaction, and release the background threads."""
+        try:
+            self._pipeline.close()
+        finally:
+            self._index.wait()
 
     def __enter__(self) -> CheckpointStore:
         return self
@@ -431,7 +437,8 @@ class CheckpointStore:
         """
         self._check_writable()
         with _backend_errors(self._fs, "rebuild the index"), self._record_lock():
-            record = self._index.update(rebuild=True)
+            self._index.update(rebuild=True)
+            record = self._index.document()
         self._log("REINDEX", f"{len(record.get('checkpoints', {}))} checkpoint(s)")
         return record
 
