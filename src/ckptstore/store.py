@@ -72,7 +72,7 @@ from .policies import (
 )
 from .queries import Queries
 from .restart import Restarter
-from .serializers import Serializer, get_serializer
+from .serializers import CheckpointWriter, FileWriter, Serializer, get_serializer
 from .sharded import Broadcast, check_shard
 from .transaction import SaveTransaction
 
@@ -356,7 +356,7 @@ class CheckpointStore:
         epoch: int,
         state: Any,
         *,
-        serializer: str | Serializer = "numpy",
+        serializer: str | Serializer | Callable[[Any, CheckpointWriter], None] = "numpy",
         metrics: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         step: int | None = None,
@@ -380,6 +380,10 @@ class CheckpointStore:
         by :meth:`wait` and by :meth:`close`; at interpreter exit a pending save is finished, and a
         failure is printed to stderr and logged (never dropped silently).
 
+        ``serializer`` may also be a function ``write(state, tx)`` that writes files itself, into
+        ``tx.path`` or through ``tx.open`` (a framework's own writer; the integrations' non-blocking
+        saves): it gets the snapshot, and the manifest records no serializer, as for :meth:`save`.
+
         Returns:
             The committed checkpoint; None if the save rules skipped it, or when not blocking (see
             :meth:`wait`).
@@ -390,10 +394,11 @@ class CheckpointStore:
             See :meth:`save` for the rest (``rank``, ``world_size``, ``broadcast`` and ``timeout``
             make it a sharded save: each rank serializes its own ``state`` into its part).
         """
-        impl = get_serializer(serializer)
+        writes = callable(serializer) and not isinstance(serializer, Serializer)
+        impl = FileWriter(serializer) if writes else get_serializer(serializer)  # type: ignore[arg-type]
         shard = check_shard(rank, world_size, broadcast, timeout)
         self._pipeline.make_room()
-        tx = self._pipeline.start(epoch, metrics, metadata, step, batch, True, force, impl, shard)
+        tx = self._pipeline.start(epoch, metrics, metadata, step, batch, True, force, None if writes else impl, shard)
         if not blocking:
             self._pipeline.save_in_background(tx, impl, state)
             return None

@@ -11,7 +11,10 @@ from 1, ``mode="auto"`` by the compiled metric's declared direction. On ``fit()`
 optimizer state and the epoch from the newest checkpoint that verifies, so a killed run continues where
 it stopped: after a run of 3 epochs, ``fit(epochs=5)`` runs epochs 4 and 5 only. The best value is
 read back from the store, so ``save_best_only`` survives the restart (Keras loses it: tf-keras#430).
-Each save is atomic, hashed and subject to the store's keep policy, on any backend.
+Each save is atomic, hashed and subject to the store's keep policy, on any backend. ``blocking=False``
+returns to ``fit`` before the commit: with ``save_weights_only`` after a copy of the variables (the
+snapshot of ``save_state``), for a whole ``.keras`` model after Keras wrote the file (see
+:class:`StoreCheckpoint`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ except ImportError:  # pragma: no cover - another Keras layout: only "loss" has 
 else:
     _METRIC_CONTAINERS = (CompileMetrics, MetricsList)
 
-__all__ = ["KerasModelSerializer", "KerasWeightsSerializer", "StoreCheckpoint", "metric_direction"]
+__all__ = ["KerasModelSerializer", "KerasWeightsSerializer", "StoreCheckpoint", "load_weights", "metric_direction"]
 
 _EPOCH_KEY = "keras_epoch"
 
@@ -90,6 +93,15 @@ class StoreCheckpoint(keras.callbacks.Callback):
         restart: ``auto`` (resume from the newest checkpoint that verifies, if any), ``required``, or
             ``off``.
         storage_options: For a URL on an object store.
+        blocking: False returns to training before the commit; hashing, writing, fsync, the commit,
+            pointers, index and gc run in the store's background thread (at most its
+            ``pending_saves`` in flight; an error is raised by the next save or at the end of ``fit``).
+            With ``save_weights_only`` the save blocks only for a copy of the model's and the
+            optimizer's variables into buffers reused across saves, and the checkpoint holds them as
+            numpy arrays (``serializer="numpy"``; :func:`load_weights` and the resume read them)
+            instead of a ``.weights.h5`` file. A whole model is a ``.keras`` file only Keras can
+            write from the live model: the save blocks while Keras writes it into the staging folder,
+            and the rest runs in the background.
 
     Raises:
         InvalidArgumentError: ``mode``, ``save_freq``, ``restart`` or ``filepath`` is not valid (Keras
@@ -115,6 +127,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
         keep: KeepPolicy | None = None,
         restart: str = "auto",
         storage_options: Mapping[str, Any] | None = None,
+        blocking: bool = True,
     ) -> None:
         super().__init__()
         if save_freq != "epoch" and not (
@@ -167,6 +180,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
         self.save_freq = save_freq
         self.verbose = verbose
         self.restart_mode = restart
+        self.blocking = blocking
         self.restored: Checkpoint | None = None
         self._epoch = 0
         self._batches = 0
@@ -183,9 +197,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        suffix = ".weights.h5" if self.save_weights_only else ".keras"
-        with checkpoint_files(checkpoint, verify=False) as files:  # restart() verified it
-            model.load_weights(str(files.local_file(_one(files, suffix, self.filepath))))
+        load_weights(model, checkpoint, verify=False, preferred=self.filepath)  # restart() verified it
         epoch = checkpoint.metadata.get(_EPOCH_KEY, checkpoint.epoch)
         model._initial_epoch = int(epoch)
         self._epoch = int(epoch)
@@ -210,6 +222,10 @@ class StoreCheckpoint(keras.callbacks.Callback):
         if self._since_save >= int(self.save_freq):
             self._since_save = 0
             self._save(self._batches, logs, epoch_index=self._epoch, batch=batch)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Wait for the saves still committing in the background; raise the first error."""
+        self.store.wait()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Save after the epoch (numbered from 1: the count of completed epochs)."""
@@ -252,14 +268,19 @@ class StoreCheckpoint(keras.callbacks.Callback):
         what = f"epoch {epoch_index + 1}" if batch is None else f"batch {number}"
         if self.save_best_only and not self._is_best(number, logs, metrics, what):
             return
-        with self.store.save(
-            number,
-            metrics=metrics,  # without the monitor (not in the logs): saved, and it cannot be best
-            batch=batch,
-            step=self._batches,
-            metadata={_EPOCH_KEY: epoch_index if batch is not None else epoch_index + 1},
-            force=True,
-        ) as tx:
+        options: dict[str, Any] = {
+            "metrics": metrics,  # without the monitor (not in the logs): saved, and it cannot be best
+            "batch": batch,
+            "step": self._batches,
+            "metadata": {_EPOCH_KEY: epoch_index if batch is not None else epoch_index + 1},
+            "force": True,
+        }
+        if self.save_weights_only and not self.blocking:  # a snapshot of the variables; the rest in the background
+            self.store.save_state(number, _variables(self.model), serializer="numpy", blocking=False, **options)
+            if self.verbose:
+                print(f"StoreCheckpoint: {what}: saving {number} to {self.store.url} in the background")
+            return
+        with self.store.save(number, blocking=self.blocking, **options) as tx:
             target = tx.path / name
             target.parent.mkdir(parents=True, exist_ok=True)
             if self.save_weights_only:
@@ -289,6 +310,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
             )
             return True
         mode = self._resolve_mode(required=True) or "min"  # required: it raises rather than return None
+        self.store.wait()  # the best so far may still be committing in the background
         best_value = None
         try:
             best_value = self.store.best(metric=self.monitor, mode=mode).all_metrics.get(self.monitor)
@@ -329,6 +351,61 @@ class StoreCheckpoint(keras.callbacks.Callback):
             ) from None
         _check_inside(name)
         return name
+
+
+def _variables(model: Any) -> dict[str, Any]:
+    """The model's and the optimizer's variables, in order, for a snapshot (``model/00000``, ``optimizer/00000``).
+
+    With the torch backend the values are the variables' own tensors: the snapshot copies them into
+    buffers reused across saves. Other backends give a fresh numpy copy, marked read-only so the
+    snapshot hands it over instead of copying it again.
+    """
+    torch_backend = keras.backend.backend() == "torch"
+    state: dict[str, Any] = {}
+    optimizer = getattr(model, "optimizer", None)
+    groups = (("model", model.weights), ("optimizer", optimizer.variables if optimizer is not None else []))
+    for prefix, variables in groups:
+        for i, variable in enumerate(variables):
+            if torch_backend:
+                value = variable.value
+            else:
+                value = keras.ops.convert_to_numpy(variable)
+                value.setflags(write=False)
+            state[f"{prefix}/{i:05d}"] = value
+    return state
+
+
+def load_weights(model: Any, checkpoint: Checkpoint, *, verify: bool = True, preferred: str | None = None) -> None:
+    """Load a checkpoint of :class:`StoreCheckpoint` into ``model`` (and its optimizer), whatever its format.
+
+    A ``.keras`` or ``.weights.h5`` file (``preferred``, or the checkpoint's only one) goes through
+    ``model.load_weights``; the numpy arrays of a non-blocking ``save_weights_only`` save are assigned
+    to the model's and then the optimizer's variables in order (built first if needed).
+
+    Raises:
+        SerializerError: the arrays do not match the model's variables (count or shapes).
+        VerificationError: ``verify`` and a file does not match its hash.
+    """
+    if (checkpoint.manifest.serializer or {}).get("name") != "numpy":
+        named = [preferred] if preferred else list(checkpoint.files)
+        suffix = ".weights.h5" if any(name.endswith(".weights.h5") for name in named) else ".keras"
+        with checkpoint_files(checkpoint, verify=verify) as files:
+            model.load_weights(str(files.local_file(_one(files, suffix, preferred or f"model{suffix}"))))
+        return
+    arrays = checkpoint.load("numpy", verify=verify)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    for prefix, variables in (("model", model.weights), ("optimizer", optimizer.variables if optimizer else [])):
+        keys = sorted(k for k in arrays if k.startswith(f"{prefix}/"))
+        shapes = [tuple(arrays[k].shape) for k in keys]
+        if shapes != [tuple(v.shape) for v in variables]:
+            raise SerializerError(
+                f"epoch {checkpoint.epoch} holds {len(keys)} {prefix} arrays of shapes {shapes[:5]}..., which do not "
+                f"match the {len(variables)} {prefix} variables of this model"
+            )
+        for variable, key in zip(variables, keys, strict=True):
+            variable.assign(arrays[key])
 
 
 def _formattable(value: Any) -> Any:

@@ -13,6 +13,8 @@ same top-k rule) and saves ``trainer.save_checkpoint`` into the transaction's st
 full Lightning checkpoint: weights, optimizer, schedulers, loops, epoch and step), committed atomically
 and hashed, on any backend; no symlinks are needed. ``save_top_k`` becomes the keep policy
 ``best(k)``; a checkpoint is saved only when it enters the top k, so the store keeps exactly the k best.
+``blocking=False`` returns to training after a snapshot of the checkpoint Lightning builds; writing,
+hashing, the commit, pointers, index and gc run in the store's background thread.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from typing import Any
 
 try:
     from lightning.pytorch.callbacks import Checkpoint as _LightningCheckpoint
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO
+    from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 except ImportError:  # the standalone package
     from pytorch_lightning.callbacks import Checkpoint as _LightningCheckpoint
+    from pytorch_lightning.plugins.io import AsyncCheckpointIO
+    from pytorch_lightning.strategies import Strategy
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from .. import keep as keep_policies
@@ -84,10 +90,16 @@ class StoreCheckpoint(_LightningCheckpoint):
         save_on_train_epoch_end: As Lightning's; None decides as ``ModelCheckpoint`` does (on
             validation end when the trainer validates, else on train epoch end).
         storage_options: For a URL on an object store.
+        blocking: False returns once the checkpoint dict Lightning builds is snapshotted (tensors copied
+            into buffers reused across saves); the trainer's ``CheckpointIO`` (the one inside an
+            ``AsyncCheckpointIO``) writes ``model.ckpt`` in the store's background thread, which commits
+            it (at most ``pending_saves`` in flight; an error is raised by the next save or at the end of
+            training). See docs/frameworks/lightning.md.
 
     Raises:
         LightningConfigError: ``save_top_k < -1``, a negative ``every_n_epochs`` or
-            ``every_n_train_steps``, both set, ``save_top_k > 1`` without a monitor, or an unknown mode.
+            ``every_n_train_steps``, both set, ``save_top_k > 1`` without a monitor, or an unknown mode;
+            when training starts, a ``blocking`` that does not fit the strategy or its CheckpointIO.
     """
 
     def __init__(
@@ -102,6 +114,7 @@ class StoreCheckpoint(_LightningCheckpoint):
         save_last: bool | str | None = None,
         save_on_train_epoch_end: bool | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        blocking: bool = True,
     ) -> None:
         super().__init__()
         if every_n_epochs is None and every_n_train_steps is None:
@@ -125,6 +138,8 @@ class StoreCheckpoint(_LightningCheckpoint):
         self._saved_any = False
         self._defer_save_until_validation = False
         self._saving: int | None = None  # the number being saved, for state_dict
+        self.blocking = blocking
+        self._submitted: set[int] = set()  # non-blocking saves: committed, or committing in the background
         self._warned: set[str] = set()
 
     # -- configuration -------------------------------------------------------------------------------
@@ -181,7 +196,8 @@ class StoreCheckpoint(_LightningCheckpoint):
 
     # -- hooks (as ModelCheckpoint's) ----------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        """Number by the global step if validation (hence saving) happens more than once per epoch."""
+        """Check ``blocking``; number by the global step if validation (saving) happens more than once an epoch."""
+        _check_writer(trainer, self.blocking)
         self._by_step = self._every_n_train_steps >= 1 or (
             not self._should_save_on_train_epoch_end(trainer) and _validates_within_epoch(trainer)
         )
@@ -239,6 +255,14 @@ class StoreCheckpoint(_LightningCheckpoint):
                 )
                 return
             self._save(trainer, candidates, at_end=True)
+        self.store.wait()  # the non-blocking saves: committed now, or their error raised
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Training failed: finish the saves in flight; a failure of theirs is warned about, not raised over it."""
+        try:
+            self.store.wait()
+        except Exception as exc:
+            warnings.warn(f"a non-blocking save to {self.store.url} failed as well: {exc!r}", UserWarning, stacklevel=2)
 
     # -- decisions (ModelCheckpoint's) ---------------------------------------------------------------
     def _epoch_due(self, trainer: Any) -> bool:
@@ -311,6 +335,7 @@ class StoreCheckpoint(_LightningCheckpoint):
         if self.save_top_k == -1:
             return True
         assert self.monitor is not None
+        self.store.wait()  # the top k may still be committing in the background
         scores = sorted(
             (c.metrics[self.monitor] for c in self.store.list() if self.monitor in c.metrics),
             reverse=self.mode == "max",
@@ -327,22 +352,28 @@ class StoreCheckpoint(_LightningCheckpoint):
             number = trainer.global_step
         else:
             number = trainer.current_epoch if at_end else trainer.current_epoch + 1
-        if number in self.store:
+        if number in self._submitted or number in self.store:
             self._warn(f"checkpoint {number} is already in {self.store.url}: not saved again")
             return False
         keys = set(trainer.callback_metrics) | ({self.monitor} if self.monitor else set())
-        metrics = finite_scalars({k: v for k, v in candidates.items() if k in keys})
+        options: dict[str, Any] = {
+            "metrics": finite_scalars({k: v for k, v in candidates.items() if k in keys}),
+            "step": trainer.global_step,
+            "batch": batch,
+            "metadata": {"lightning_epoch": trainer.current_epoch},
+            "force": True,
+        }
         self._saving = number
         try:
-            with self.store.save(
-                number,
-                metrics=metrics,
-                step=trainer.global_step,
-                batch=batch,
-                metadata={"lightning_epoch": trainer.current_epoch},
-                force=True,
-            ) as tx:
-                trainer.save_checkpoint(str(tx.path / CKPT_FILE))
+            if self.blocking:
+                with self.store.save(number, **options) as tx:
+                    trainer.save_checkpoint(str(tx.path / CKPT_FILE))
+            else:  # trainer.save_checkpoint's dict, snapshotted; the trainer's CheckpointIO writes it later
+                checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+                if trainer.is_global_zero:  # where Strategy.save_checkpoint writes
+                    write = _ckpt_writer(_checkpoint_io(trainer))
+                    self.store.save_state(number, checkpoint, serializer=write, blocking=False, **options)
+                    self._submitted.add(number)
         finally:
             self._saving = None
         self._last_global_step_saved = trainer.global_step
@@ -378,6 +409,42 @@ def _validate(monitor: str | None, mode: str, save_top_k: int, every_n_epochs: i
         raise LightningConfigError(
             f"StoreCheckpoint(save_top_k={save_top_k}, monitor=None) is not a valid configuration."
             " No quantity for top_k to track."
+        )
+
+
+def _checkpoint_io(trainer: Any) -> Any:
+    """The trainer's ``CheckpointIO``, the one under Lightning's ``AsyncCheckpointIO`` if it wraps one."""
+    io = trainer.strategy.checkpoint_io
+    return io.checkpoint_io if isinstance(io, AsyncCheckpointIO) else io
+
+
+def _ckpt_writer(io: Any) -> Any:
+    """``write(checkpoint, tx)`` for ``save_state``: ``io`` writes ``model.ckpt`` into the staging folder."""
+
+    def lightning_checkpoint_io(checkpoint: Any, tx: Any) -> None:
+        io.save_checkpoint(checkpoint, tx.path / CKPT_FILE)
+
+    return lightning_checkpoint_io
+
+
+def _check_writer(trainer: Any, blocking: bool) -> None:
+    """Refuse what would commit an unfinished file, or bypass a strategy's own writer.
+
+    Raises:
+        LightningConfigError: ``AsyncCheckpointIO`` with ``blocking=True``, or ``blocking=False`` with a
+            strategy that writes its own checkpoint files (FSDP, DeepSpeed, ModelParallel, XLA).
+    """
+    strategy = trainer.strategy
+    if blocking and isinstance(strategy.checkpoint_io, AsyncCheckpointIO):
+        raise LightningConfigError(
+            "StoreCheckpoint(blocking=True) commits model.ckpt when trainer.save_checkpoint returns, but "
+            "AsyncCheckpointIO writes it later; remove the plugin and pass StoreCheckpoint(blocking=False), "
+            "which snapshots the checkpoint and writes and commits it in the background"
+        )
+    if not blocking and type(strategy).save_checkpoint is not Strategy.save_checkpoint:
+        raise LightningConfigError(
+            f"StoreCheckpoint(blocking=False) snapshots the checkpoint and writes it with the CheckpointIO, but "
+            f"{type(strategy).__name__} writes its own checkpoint files; pass blocking=True"
         )
 
 

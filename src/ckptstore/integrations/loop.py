@@ -70,7 +70,10 @@ class Checkpointer:
         keep: The keep policy.
         serializer: ``"auto"`` (:func:`choose_serializer`), a name, or a serializer.
         save_best_only: Save only improvements of ``monitor``.
-        blocking: False commits in the background (the state is serialized before ``save`` returns).
+        blocking: False returns from ``save`` after a snapshot of ``state`` (its arrays and tensors copied
+            into buffers reused across saves); serializing, writing, the commit, pointers, index and gc
+            run in the store's background thread, and ``save`` returns None. An error is raised by the
+            next ``save``, by :meth:`close` or at exit (see :meth:`CheckpointStore.save_state`).
         storage_options: For a URL on an object store.
     """
 
@@ -128,7 +131,7 @@ class Checkpointer:
         *,
         force: bool = False,
     ) -> Checkpoint | None:
-        """Save ``state`` as ``epoch`` if the rules say so; return the checkpoint (None if skipped)."""
+        """Save ``state`` as ``epoch`` if the rules say so; return the checkpoint (None if skipped or not blocking)."""
         if not force and not self.store.should_save(epoch, metrics):
             return None
         serializer = choose_serializer(state) if self.serializer == "auto" else self.serializer

@@ -14,7 +14,8 @@ callback opens the store from a URL), and ``store.best()`` names the checkpoint 
 Without an explicit ``keep=``, ``save_total_limit=k`` rotates the store as the Trainer rotates its
 folders (:class:`SaveTotalLimit`); the store never deletes the best checkpoint (transformers#15089)
 nor the last one. ``latest_checkpoint`` resumes from the newest checkpoint that verifies, not merely
-the newest folder (transformers#35782).
+the newest folder (transformers#35782). With ``blocking=False`` the folder, already written by the
+Trainer, is copied, hashed and committed in the store's background thread while training goes on.
 """
 
 from __future__ import annotations
@@ -108,9 +109,16 @@ class StoreCallback(TrainerCallback):
         remove_local: Delete the Trainer's local ``checkpoint-N`` folder once committed (saves disk;
             do not combine with ``load_best_model_at_end``, which reads the local folder).
         storage_options: For a URL on an object store.
+        blocking: False returns to the Trainer at once: the ``checkpoint-N`` files are final when
+            ``on_save`` runs, so copying, hashing, fsync, the commit, pointers, index and gc all run in
+            the store's background thread. The Trainer's next save may rewrite that folder (a second
+            save of the same step) or delete it (``save_total_limit`` rotation), so the commit is
+            finished before the Trainer saves again, and a save the Trainer makes as training stops
+            commits at once (its end-of-training clean-up deletes folders): one commit in flight at
+            most. An error is raised by the next save, or at the end of training.
 
     Attributes:
-        committed: The steps committed by this callback, in order.
+        committed: The steps committed by this callback, in order (a background commit once it is done).
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class StoreCallback(TrainerCallback):
         keep: KeepPolicy | None = None,
         remove_local: bool = False,
         storage_options: Mapping[str, Any] | None = None,
+        blocking: bool = True,
     ) -> None:
         self._store = store if isinstance(store, CheckpointStore) else None
         self._url = None if isinstance(store, CheckpointStore) else store
@@ -127,6 +136,8 @@ class StoreCallback(TrainerCallback):
         self.remove_local = remove_local
         self.storage_options = storage_options
         self.committed: list[int] = []
+        self.blocking = blocking
+        self._in_flight: list[tuple[int, Path]] = []  # committing in the background: step, local folder
         self._pending: int | None = None  # a step saved before the evaluation of the same step
         self._epoch_ended_at: int | None = None
 
@@ -166,41 +177,74 @@ class StoreCallback(TrainerCallback):
         without a checkpoint scored better, so the Trainer names no new best.
         """
         step = state.global_step
-        self._flush(args, state)
+        self._flush(args, state, control)
         if self._eval_follows(args, state, control):
             self._pending = step
             return control
-        self._commit(args, state, step, None)
+        self._commit(args, state, step, None, control)
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Before the Trainer saves (and may rewrite or rotate folders), let a background commit finish."""
+        if control.should_save:
+            self._settle(args)
         return control
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         """Note that an epoch-end evaluation, if any, comes next at this step."""
         self._epoch_ended_at = state.global_step
+        if control.should_save:
+            self._settle(args)
         return control
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         """Commit a checkpoint that waited for the evaluation of its own step."""
         if self._pending is not None and self._pending == state.global_step:
             self._pending = None
-            self._commit(args, state, state.global_step, kwargs.get("metrics"))
+            self._commit(args, state, state.global_step, kwargs.get("metrics"), control)
         else:
-            self._flush(args, state)
+            self._flush(args, state, control)
+        if self._saves_next(args, control):
+            self._settle(args)
         return control
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         """Commit a waiting checkpoint whose evaluation did not come."""
-        self._flush(args, state)
+        self._flush(args, state, control)
         return control
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         """Commit a waiting checkpoint whose evaluation did not come."""
-        self._flush(args, state)
+        self._flush(args, state, control)
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        """Commit a waiting checkpoint whose evaluation did not come."""
-        self._flush(args, state)
+        """Commit a waiting checkpoint whose evaluation did not come; wait for background commits (raise an error)."""
+        self._flush(args, state, control)
+        self._settle(args)
         return control
+
+    def _saves_next(self, args: Any, control: Any) -> bool:
+        """After an evaluation: whether the Trainer saves next (``save_strategy="best"`` decides after this hook)."""
+        return bool(control.should_save) or str(getattr(args.save_strategy, "value", args.save_strategy)) == "best"
+
+    def _settle(self, args: Any) -> None:
+        """Wait for the background commits; record them, and remove their local folders with ``remove_local``."""
+        if not self._in_flight:
+            return
+        in_flight, self._in_flight = self._in_flight, []
+        store = self.store_for(args)
+        try:
+            store.wait()
+        finally:
+            for step, folder in in_flight:
+                if step in store:
+                    self._committed(step, folder)
+
+    def _committed(self, step: int, folder: Path) -> None:
+        self.committed.append(step)
+        if self.remove_local:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _eval_follows(self, args: Any, state: Any, control: Any) -> bool:
         """Whether the Trainer evaluates this step after this save (an epoch-end evaluation)."""
@@ -212,13 +256,14 @@ class StoreCallback(TrainerCallback):
         epoch_done = float(state.epoch).is_integer()
         return bool(epoch_done or control.should_training_stop or control.should_epoch_stop)
 
-    def _flush(self, args: Any, state: Any) -> None:
+    def _flush(self, args: Any, state: Any, control: Any) -> None:
         if self._pending is not None:
             step, self._pending = self._pending, None
-            self._commit(args, state, step, None)
+            self._commit(args, state, step, None, control)
 
-    def _commit(self, args: Any, state: Any, step: int, evaluation: Mapping[str, Any] | None) -> None:
+    def _commit(self, args: Any, state: Any, step: int, evaluation: Mapping[str, Any] | None, control: Any) -> None:
         """Commit ``checkpoint-<step>``; ``evaluation``: metrics the Trainer has not ranked yet."""
+        self._settle(args)  # one in flight at most, and the store's best and epochs are current
         store = self.store_for(args)
         folder = Path(args.output_dir) / f"checkpoint-{step}"
         if not folder.is_dir() or step in store:
@@ -240,11 +285,15 @@ class StoreCallback(TrainerCallback):
                 metadata[UNRANKED_KEY][monitor],
                 state.best_global_step,
             )
-        with store.save(step, metrics=metrics, step=step, metadata=metadata, force=True) as tx:
-            shutil.copytree(folder, tx.path, dirs_exist_ok=True)
-        self.committed.append(step)
-        if self.remove_local:
-            shutil.rmtree(folder, ignore_errors=True)
+        # In the background only while the Trainer leaves the folder alone: not when it saves right after
+        # this hook (an evaluation before a save), nor when training stops (its clean-up deletes folders).
+        background = not self.blocking and not control.should_training_stop and not control.should_save
+        options: dict[str, Any] = {"metrics": metrics, "step": step, "metadata": metadata, "force": True}
+        store.save_state(step, folder, serializer=_copy_trainer_folder, blocking=not background, **options)
+        if background:
+            self._in_flight.append((step, folder))
+        else:
+            self._committed(step, folder)
 
     def _ranked(self, args: Any, state: Any, step: int, value: float, evaluation: Mapping[str, Any] | None) -> bool:
         """Whether the store may rank ``value``: the Trainer's new best, or not ahead of the store's best.
@@ -270,6 +319,11 @@ class StoreCallback(TrainerCallback):
         except CheckpointNotFoundError:
             leader = None
         return leader is not None and not better(value, leader)
+
+
+def _copy_trainer_folder(folder: Path, tx: Any) -> None:
+    """``save_state``'s writer: the Trainer's ``checkpoint-N`` folder, copied into the staging folder."""
+    shutil.copytree(folder, tx.path, dirs_exist_ok=True)
 
 
 @contextlib.contextmanager

@@ -12,13 +12,14 @@ Serializers sit below the store: they see a :class:`CheckpointWriter` when savin
 """
 
 from ._reader import CheckpointFiles, CheckpointView
-from ._registry import Serializer, get_serializer, register_serializer, serializer_names
+from ._registry import FileWriter, Serializer, get_serializer, register_serializer, serializer_names
 from ._writer import CheckpointWriter
 
 __all__ = [
     "CheckpointFiles",
     "CheckpointView",
     "CheckpointWriter",
+    "FileWriter",
     "Serializer",
     "get_serializer",
     "register_serializer",

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ._reader import CheckpointFiles
     from ._writer import CheckpointWriter
 
-__all__ = ["Serializer", "get_serializer", "register_serializer", "serializer_names"]
+__all__ = ["FileWriter", "Serializer", "get_serializer", "register_serializer", "serializer_names"]
 
 
 @runtime_checkable
@@ -41,6 +41,37 @@ class Serializer(Protocol):
         index goes through the same checks, so it can never reach outside the checkpoint.
         """
         ...
+
+
+class FileWriter:
+    """A function ``write(state, tx)`` that writes a checkpoint's files, standing where a serializer goes.
+
+    For ``save_state(epoch, state, serializer=write)``: a framework that writes its own files (a
+    Lightning ``.ckpt`` through its ``CheckpointIO``, a folder the Hugging Face Trainer wrote) gets the
+    snapshot and background thread of a non-blocking save. The manifest records no serializer (there is
+    none to load with), exactly as for files written in ``store.save()``: read them through
+    ``local_path()``.
+    """
+
+    def __init__(self, write: Callable[[Any, CheckpointWriter], None]) -> None:
+        self._write = write
+        self.name: str = getattr(write, "__name__", type(write).__name__)
+
+    def version(self) -> str:
+        """See :class:`Serializer` (never recorded)."""
+        return "1"
+
+    def save(self, state: Any, tx: CheckpointWriter) -> None:
+        """Call ``write(state, tx)``."""
+        self._write(state, tx)
+
+    def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
+        """Refused: plain files have no loader.
+
+        Raises:
+            InvalidArgumentError: always.
+        """
+        raise InvalidArgumentError(f"{self.name!r} writes files and cannot load them; read them through local_path()")
 
 
 _BUILTIN: dict[str, str] = {
