@@ -335,3 +335,44 @@ def test_a_commit_costs_the_same_requests_and_bytes_at_10_and_at_1000_checkpoint
     assert large_commit["segment_names"] <= 90 * 7 * 3, large_commit  # at most 7 names per level
     assert small_query["calls"] == large_query["calls"] <= 6, (small_query, large_query)  # 3 each at most
     assert abs(large_query["bytes"] - small_query["bytes"]) <= 64, (small_query, large_query)
+
+
+# -- queries read what they need --------------------------------------------------------------------------
+def test_a_limited_listing_equals_the_head_of_the_full_one_and_builds_only_what_it_returns(tmp_path: Path) -> None:
+    from ckptstore.manifests import Manifests
+
+    root = tmp_path / "s"
+    with ckptstore.open(root, monitor="val_loss", index_head_entries=8) as store:
+        for epoch in range(60):
+            save_bytes(store, epoch, metrics={"val_loss": ((epoch * 37) % 61) / 10.0, "acc": (epoch % 7) / 7.0})
+        store.get(3).add_metadata({"evaluation": {"bleu": 0.9}, "evaluation_modes": {"bleu": "max"}})
+        store.get(4).add_metadata({"evaluation": {"bleu": 0.2}, "evaluation_modes": {"bleu": "max"}})
+        store.wait()
+        built: list[str] = []
+        original = Manifests.from_index_entry
+
+        def counted(self: Manifests, name: str, entry: Any) -> Any:
+            built.append(name)
+            return original(self, name, entry)
+
+        Manifests.from_index_entry = counted  # type: ignore[method-assign]
+        try:
+            for sort_by, order in [(None, None), ("acc", None), ("acc", "asc"), ("time", "desc"), ("bleu", None)]:
+                full = [c.epoch for c in store.list(sort_by=sort_by, order=order)]  # type: ignore[arg-type]
+                built.clear()
+                first = [c.epoch for c in store.list(sort_by=sort_by, order=order, limit=4)]  # type: ignore[arg-type]
+                assert first == full[:4], (sort_by, order)
+                assert len(built) <= 4, (sort_by, built)  # not one per checkpoint
+            assert [c.epoch for c in store.top(1, metric="bleu")] == [3]
+            assert store.best(metric="bleu").epoch == 3 and store.best(metric="acc").epoch == 6
+            built.clear()
+            newest = [c.epoch for c in store.list(sort_by="epoch", order="desc", limit=3)]
+            assert newest == [59, 58, 57] and built == []  # read from 3 manifests, not the index
+        finally:
+            Manifests.from_index_entry = original  # type: ignore[method-assign]
+        index = json.loads((root / "index.json").read_bytes())
+        for name in list(index["checkpoints"]):
+            index["checkpoints"][name]["manifest"]["files"] = "junk"  # entries that do not validate
+        (root / "index.json").write_text(json.dumps(index))
+        damaged = [c.epoch for c in store.list(sort_by="acc", limit=5)]
+        assert damaged == [c.epoch for c in store.list(sort_by="acc")][:5]  # the full path read the manifests

@@ -207,28 +207,12 @@ class Checkpoint:
     @property
     def evaluation_modes(self) -> dict[str, str]:
         """``{metric: "min" | "max"}`` as :meth:`CheckpointStore.evaluate` recorded them (index data when listed)."""
-        metadata = self._metadata if self._metadata is not None else self.metadata
-        modes = metadata.get(EVALUATION_MODES_KEY)
-        if not isinstance(modes, dict):
-            return {}
-        return {name: mode for name, mode in modes.items() if isinstance(name, str) and mode in ("min", "max")}
+        return recorded_modes(self._metadata if self._metadata is not None else self.metadata)
 
     @property
     def all_metrics(self) -> dict[str, float]:
         """Metrics recorded at save time plus those recorded later by :meth:`CheckpointStore.evaluate`."""
-        metadata = self._metadata if self._metadata is not None else self.metadata
-        merged = dict(self.manifest.metrics)
-        evaluation = metadata.get(EVALUATION_KEY)
-        if isinstance(evaluation, dict):
-            for name, value in evaluation.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in merged:
-                    try:
-                        number = float(value)
-                    except OverflowError:
-                        continue  # METADATA.json is user-editable: an out-of-range value ranks nothing
-                    if math.isfinite(number):
-                        merged[name] = number
-        return merged
+        return merged_metrics(self.manifest.metrics, self._metadata if self._metadata is not None else self.metadata)
 
     @property
     def files(self) -> dict[str, FileEntry]:
@@ -475,3 +459,27 @@ class Checkpoint:
             "files": {p: {"size": f.size, "xxh3_128": f.xxh3_128} for p, f in self.files.items()},
             "url": self.url,
         }
+
+
+def recorded_modes(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """``{metric: "min" | "max"}`` that :meth:`CheckpointStore.evaluate` recorded in a checkpoint's metadata."""
+    modes = metadata.get(EVALUATION_MODES_KEY)
+    if not isinstance(modes, dict):
+        return {}
+    return {name: mode for name, mode in modes.items() if isinstance(name, str) and mode in ("min", "max")}
+
+
+def merged_metrics(metrics: Mapping[str, float], metadata: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics recorded at save time plus the finite ones :meth:`CheckpointStore.evaluate` recorded in metadata."""
+    merged = dict(metrics)
+    evaluation = metadata.get(EVALUATION_KEY)
+    if isinstance(evaluation, dict):
+        for name, value in evaluation.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in merged:
+                try:
+                    number = float(value)
+                except OverflowError:
+                    continue  # METADATA.json is user-editable: an out-of-range value ranks nothing
+                if math.isfinite(number):
+                    merged[name] = number
+    return merged

@@ -159,7 +159,6 @@ class Manifests(Part):
         stores a folder without a manifest is a save in progress (or abandoned), not damage.
         """
         good: builtins.list[Checkpoint] = []
-        bad: builtins.list[tuple[str, Exception]] = []
         with backend_errors(self._backend, "list checkpoints"):
             unindexed = []
             for name in self.names():
@@ -169,6 +168,18 @@ class Manifests(Part):
                     unindexed.append(name)
                 else:
                     good.append(checkpoint)
+            read, bad = self.read_names(unindexed)
+        return good + read, bad
+
+    def read_names(self, names: Iterable[str]) -> Scan:
+        """The checkpoints of the epoch folders ``names`` read from their manifests, and the invalid ones.
+
+        The manifests are read concurrently where the backend can; see :meth:`scan` for what is invalid.
+        """
+        unindexed = builtins.list(names)
+        good: builtins.list[Checkpoint] = []
+        bad: builtins.list[tuple[str, Exception]] = []
+        with backend_errors(self._backend, "read manifests"):
             unsafe: dict[str, Exception] = {}
             try:
                 raw = self._backend.read_many(f"{EPOCHS}/{n}/{MANIFEST_FILE}" for n in unindexed)

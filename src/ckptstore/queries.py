@@ -11,14 +11,17 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import math
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+import attrs
 
 from ._boundary import backend_errors
 from ._validate import check_count, check_metrics, check_optional_text
-from .catalog import best_of, ordered
-from .checkpoint import EVALUATION_KEY, EVALUATION_MODES_KEY, Checkpoint
+from .catalog import ordered
+from .checkpoint import EVALUATION_KEY, EVALUATION_MODES_KEY, Checkpoint, merged_metrics, recorded_modes
 from .context import Part, StoreContext
 from .errors import CheckpointNotFoundError, InvalidArgumentError, VerificationError
 from .find import store_files
@@ -74,8 +77,12 @@ class Queries(Part):
             raise InvalidArgumentError(f"order must be 'asc' or 'desc', got {order!r}")
         if limit is not None:
             limit = check_count("limit", limit)
-        checkpoints = sorted(self.scan()[0], key=lambda c: c.epoch)
         key = sort_by if sort_by is not None else self._monitor or "epoch"
+        if limit is not None:
+            first = self._first(key, order, limit)
+            if first is not None:
+                return first
+        checkpoints = sorted(self.scan()[0], key=lambda c: c.epoch)
         if key == "epoch":
             result = checkpoints if order != "desc" else checkpoints[::-1]
         elif key == "time":
@@ -86,13 +93,51 @@ class Queries(Part):
             result = ordered(checkpoints, by=lambda c: c.all_metrics.get(key), order=direction)
         return result if limit is None else result[:limit]
 
+    def _first(self, key: str, order: Literal["asc", "desc"] | None, limit: int) -> builtins.list[Checkpoint] | None:
+        """The first ``limit`` checkpoints of a listing, building only those; None if the full listing must decide.
+
+        By epoch only the epoch folders' names and ``limit`` manifests are read. By a metric or time,
+        the index's entries are ranked as they are and only the first ``limit`` become checkpoints (an
+        entry that does not validate sends the listing down the full path, which reads its manifest).
+        """
+        if key == "epoch":
+            names = sorted(self._manifests.names(), key=int, reverse=order == "desc")
+            found: builtins.list[Checkpoint] = []
+            for start in range(0, len(names), limit):  # an invalid folder is skipped, as in a full listing
+                read = self._manifests.read_names(names[start : start + limit])[0]
+                found += sorted(read, key=lambda c: c.epoch, reverse=order == "desc")
+                if len(found) >= limit:
+                    break
+            return found[:limit]
+        entries = self._index.entries()
+        if entries is None:
+            return None
+        candidates: builtins.list[_Entry] = []
+        unindexed = []
+        for name in self._manifests.names():
+            entry = entries.get(name)
+            candidate = _Entry.of(name, entry) if isinstance(entry, dict) else None
+            if candidate is None:
+                unindexed.append(name)
+            else:
+                candidates.append(candidate)
+        with backend_errors(self._backend, "list checkpoints"):
+            candidates += [_Entry.wrap(c) for c in self._manifests.read_names(unindexed)[0]]
+        if key == "time":
+            ranked = sorted(candidates, key=lambda c: (c.time_ns, c.epoch), reverse=order == "desc")
+        else:
+            direction = order or ("asc" if self.mode_for(key, candidates) == "min" else "desc")
+            ranked = ordered(candidates, by=lambda c: c.all_metrics.get(key), order=direction)
+        chosen = [c.checkpoint(self._manifests) for c in ranked[:limit]]
+        return None if any(c is None for c in chosen) else [c for c in chosen if c is not None]
+
     def top(self, n: int, metric: str | None) -> builtins.list[Checkpoint]:
         """See :meth:`CheckpointStore.top`."""
         n = check_count("top() n", n)
         metric = check_optional_text("metric", metric) or self._monitor
         if metric is None:
             raise InvalidArgumentError("top() needs a metric: pass metric= or open the store with monitor=")
-        return [c for c in self.listing(metric, None, None) if metric in c.all_metrics][:n]
+        return [c for c in self.listing(metric, None, n) if metric in c.all_metrics]
 
     def latest(self) -> Checkpoint:
         """See :meth:`CheckpointStore.latest`."""
@@ -116,12 +161,13 @@ class Queries(Part):
             pointed = self._pointers.checkpoint("best")
             if pointed is not None and monitor in pointed.metrics:
                 return pointed
-        checkpoints = self.scan()[0]
-        resolved = resolve_mode(monitor, mode) if mode is not None else self.mode_for(monitor, checkpoints)
-        scored = [c for c in checkpoints if monitor in c.all_metrics]
-        if not scored:
+        order: Literal["asc", "desc"] | None = None
+        if mode is not None:
+            order = "asc" if resolve_mode(monitor, mode) == "min" else "desc"
+        first = self.listing(monitor, order, 1)  # ranked by catalog.ordered: ties to the earliest, as best_of
+        if not first or monitor not in first[0].all_metrics:
             raise CheckpointNotFoundError(f"no checkpoint in {self._url} has the metric {monitor!r}")
-        winner = best_of(scored, lambda c: c.all_metrics[monitor], resolved)
+        winner = first[0]
         if is_monitor:
             self._repair("best", winner.epoch, False)
         return winner
@@ -152,7 +198,7 @@ class Queries(Part):
             "this_process": dict(stats),
         }
 
-    def mode_for(self, metric: str, checkpoints: builtins.list[Checkpoint]) -> Mode:
+    def mode_for(self, metric: str, checkpoints: Sequence[_Ranked]) -> Mode:
         """Which end of ``metric`` is best.
 
         The store's mode for its monitor; else the mode :meth:`evaluate` recorded with the metric (the
@@ -241,3 +287,53 @@ class Queries(Part):
             results.append((checkpoint, value))
         results.sort(key=lambda item: (item[1], item[0].epoch), reverse=resolved == "max")
         return results
+
+
+class _Ranked(Protocol):
+    """What ranking and :meth:`Queries.mode_for` read of a checkpoint or an index entry."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def evaluation_modes(self) -> dict[str, str]: ...
+
+    @property
+    def all_metrics(self) -> dict[str, float]: ...
+
+
+@attrs.frozen
+class _Entry:
+    """An index entry ranked as it is (no validation), or a checkpoint read from its manifest."""
+
+    name: str
+    epoch: int
+    time_ns: int
+    all_metrics: dict[str, float]
+    evaluation_modes: dict[str, str]
+    entry: Mapping[str, Any] | None = None
+    read: Checkpoint | None = None
+
+    @classmethod
+    def of(cls, name: str, entry: Mapping[str, Any]) -> _Entry | None:
+        """The entry's fields if they have the right types (the checkpoint is validated when built)."""
+        manifest, metadata = entry.get("manifest"), entry.get("metadata")
+        if not isinstance(manifest, dict) or not isinstance(metadata, dict):
+            return None
+        metrics, when = manifest.get("metrics"), manifest.get("committed_at_ns")
+        if not isinstance(metrics, dict) or not isinstance(when, int) or isinstance(when, bool):
+            return None
+        if not all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()):
+            return None  # JSON numbers the manifest would refuse or turn: leave it to the full path
+        return cls(name, int(name), when, merged_metrics(metrics, metadata), recorded_modes(metadata), entry=entry)
+
+    @classmethod
+    def wrap(cls, c: Checkpoint) -> _Entry:
+        """A checkpoint read from its manifest."""
+        return cls(c.name, c.epoch, c.manifest.committed_at_ns, c.all_metrics, c.evaluation_modes, read=c)
+
+    def checkpoint(self, manifests: Manifests) -> Checkpoint | None:
+        """The checkpoint (validated from the entry), or None if the entry does not validate."""
+        if self.read is not None:
+            return self.read
+        return manifests.from_index_entry(self.name, self.entry) if self.entry is not None else None
