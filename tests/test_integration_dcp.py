@@ -12,7 +12,7 @@ import pytest
 
 import ckptstore
 
-from .test_sharded import run_ranks
+from .test_sharded import on_own_mount, run_ranks
 
 pytestmark = pytest.mark.torch
 
@@ -77,8 +77,14 @@ def _load(world: int, url: str, options: dict[str, Any] | None, epoch: int) -> l
     return state["w"].to_local().flatten().tolist() + state["bias"].tolist()
 
 
-def _check(url: str, options: dict[str, Any] | None, root: Path | None) -> None:
-    results = run_ranks(4, dcp_save, url, options, None)
+def _check(url: str, options: dict[str, Any] | None, root: Path | None, mounts: list[str] | None = None) -> None:
+    """Save on 4 ranks, load on 2, kill a rank; ``mounts``: rank r works through ``mounts[r]`` (NFS clients)."""
+    urls = mounts or [url] * 4
+
+    def ranks(world: int, job: Any, *args: Any, **kwargs: Any) -> dict[int, tuple[str, Any]]:
+        return run_ranks(world, on_own_mount, urls[:world], options, job, *args, **kwargs)
+
+    results = ranks(4, dcp_save, None)
     assert {r: s for r, (s, _) in results.items()} == dict.fromkeys(range(4), "ok"), results
     assert results[0][1] == 3
     store = ckptstore.open(url, storage_options=options)
@@ -87,10 +93,10 @@ def _check(url: str, options: dict[str, Any] | None, root: Path | None) -> None:
     assert ck.metrics == {"loss": 0.5} and ck.metadata == {"by": "dcp"}
     assert ck.manifest.shard is not None and ck.manifest.shard["world_size"] == 4
     assert {f"rank-{r:05d}/data.distcp" for r in range(4)} <= set(ck.files)
-    loaded = run_ranks(2, dcp_load, url, options)  # saved by 4 ranks, loaded by 2: DCP reshards
+    loaded = ranks(2, dcp_load)  # saved by 4 ranks, loaded by 2: DCP reshards
     assert {r: s for r, (s, _) in loaded.items()} == {0: "ok", 1: "ok"}, loaded
     assert loaded[1][1][32:35] == [3.0] * 3 and loaded[1][1][-3:] == [4.0] * 3
-    results = run_ranks(3, dcp_save, url, options, 1, pg_timeout=10)
+    results = ranks(3, dcp_save, 1, pg_timeout=10)
     assert 1 not in results and all(status != "ok" for status, _ in results.values()), results
     assert store.epochs() == [3, 4]
     store.gc()
@@ -107,3 +113,16 @@ def test_dcp_save_on_four_ranks_loads_resharded_on_two_and_a_killed_rank_commits
 @pytest.mark.s3
 def test_dcp_on_seaweedfs(s3_server: Any) -> None:
     _check(str(s3_server.url(f"dcp-{uuid.uuid4().hex}")), dict(s3_server.storage_options), None)
+
+
+@pytest.mark.gcs
+def test_dcp_on_the_gcs_emulator(gcs_server: Any) -> None:
+    with pytest.warns(ckptstore.SingleWriterWarning):  # the emulator ignores ifGenerationMatch (test_sharded.py)
+        _check(str(gcs_server.url(f"dcp-{uuid.uuid4().hex}")), dict(gcs_server.storage_options), None)
+
+
+@pytest.mark.fuse
+def test_dcp_on_nfs_mounts_one_client_per_rank(nfs_server: Any) -> None:
+    name = f"dcp-{uuid.uuid4().hex}"
+    mounts = [str(client.mountpoint / name) for client in nfs_server.clients[:4]]
+    _check(mounts[0], None, Path(mounts[0]), mounts)

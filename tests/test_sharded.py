@@ -212,3 +212,56 @@ def test_sharded_save_on_seaweedfs_commits_once_and_a_dead_rank_commits_nothing(
     assert store.epochs() == [3] and 4 not in store
     store.gc()
     assert not store.backend.walk("epochs/00000004")
+
+
+def on_own_mount(rank: int, world: int, urls: list[str], options: dict[str, Any] | None, job: Any, *args: Any) -> Any:
+    """Run ``job`` with this rank's own URL of the shared store (its own NFS client mount)."""
+    return job(rank, world, urls[rank], options, *args)
+
+
+def _saves_once_and_a_dead_rank_commits_nothing(urls: list[str], options: dict[str, Any] | None) -> None:
+    """The core of a sharded save on one backend, 3 ranks in real processes.
+
+    All ranks save: one checkpoint that verifies. Rank 1 killed mid-save: nothing committed, rank 0
+    removes the attempt. Rank 0 killed mid-save: nothing committed, its attempt (staging folder, or
+    claim and parts) stays until gc, which removes it because its process is gone.
+    """
+    results = run_ranks(3, on_own_mount, urls, options, save_parts)
+    assert {r: s for r, (s, _) in results.items()} == {0: "ok", 1: "ok", 2: "ok"}, results
+    store = _open(urls[0], options)
+    check_committed(store, 3)
+    results = run_ranks(3, on_own_mount, urls, options, one_rank_dies, 1)
+    assert results[0][0] == "ShardTimeoutError", results
+    assert results[2][0] in ("ShardedSaveError", "ShardTimeoutError"), results
+    assert 1 not in results
+    assert store.epochs() == [3] and 4 not in store
+    assert not store.backend.walk("epochs/00000004") and not store.backend.walk("work")
+    results = run_ranks(3, on_own_mount, urls, options, one_rank_dies, 0)
+    assert results[1][0] == results[2][0] == "ShardTimeoutError", results
+    assert store.epochs() == [3] and 4 not in store
+    left = {**store.backend.walk("work"), **store.backend.walk("epochs/00000004")}
+    assert any("rank-00002/" in key for key in left), left  # a sealed part, waiting for a commit that never came
+    store.gc()
+    assert not store.backend.walk("epochs/00000004") and not store.backend.walk("work")
+    assert store.epochs() == [3] and store.get(3).verify().epoch == 3
+
+
+@pytest.mark.gcs
+def test_sharded_save_on_the_gcs_emulator_commits_once_and_a_dead_rank_commits_nothing(gcs_server: Any) -> None:
+    import uuid
+
+    url, options = str(gcs_server.url(f"sharded-{uuid.uuid4().hex}")), dict(gcs_server.storage_options)
+    # The emulator ignores ifGenerationMatch, so create-only writes (the claim, the part manifests,
+    # MANIFEST.json) are not enforced: the store runs single-writer and says so. What this proves on
+    # GCS is the protocol (parts, gathering, one commit, clean-up), not exclusion between two savers.
+    with pytest.warns(ckptstore.SingleWriterWarning, match="did not enforce"):
+        _saves_once_and_a_dead_rank_commits_nothing([url] * 3, options)
+
+
+@pytest.mark.fuse
+def test_sharded_save_on_nfs_mounts_commits_once_and_a_dead_rank_commits_nothing(nfs_server: Any) -> None:
+    """Each rank writes through its own NFS-like client mount of the one shared export."""
+    import uuid
+
+    name = f"sharded-{uuid.uuid4().hex}"
+    _saves_once_and_a_dead_rank_commits_nothing([str(c.mountpoint / name) for c in nfs_server.clients[:3]], None)
