@@ -206,6 +206,17 @@ class StoreTests:
         raw.write("pointers/last.json", stale)  # as if the writer died before its pointer update
         assert store.latest().epoch == 2
 
+    def test_listdir_after_lists_what_listdir_lists_after_a_name(self, store: CheckpointStore, raw: RawAccess) -> None:
+        for epoch in (1, 2, 9, 10, 11):
+            _save(store, epoch)
+        raw.write("epochs/00000010.note", b"")  # sorts between 00000010 and the keys under it ("." < "/")
+        names = store.backend.listdir("epochs")
+        assert names == ["00000001", "00000002", "00000009", "00000010", "00000010.note", "00000011"]
+        for after in ("", "0", "00000001", "00000005", "00000010", "00000010.note", "00000011", "99999999"):
+            assert store.backend.listdir_after("epochs", after) == [n for n in names if n > after], after
+        assert store.backend.listdir_after("no-such-folder", "") == []
+        raw.delete("epochs/00000010.note")
+
     def test_list_len_contains_and_reopen(self, store: CheckpointStore, open_store: Any) -> None:
         for epoch in (4, 1, 10, 2):
             _save(store, epoch, metrics={"val_loss": 1.0 / epoch})
