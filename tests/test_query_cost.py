@@ -159,3 +159,16 @@ def test_latest_and_best_cost_the_same_few_requests_at_any_size_on_s3(s3_server:
         return store, s3_server.filesystem(), f"{s3_server.bucket}/{prefix}"
 
     _assert_flat(open_store)
+
+
+@pytest.mark.s3
+def test_a_batch_read_on_s3_is_one_get_per_object_and_none_for_a_missing_one(s3_server: Any) -> None:
+    store = ckptstore.open(s3_server.url(f"batch-{uuid.uuid4().hex}"), storage_options=s3_server.storage_options)
+    for epoch in range(5):
+        save_bytes(store, epoch)
+    keys = [f"epochs/{e:08d}/MANIFEST.json" for e in range(5)] + ["epochs/00000009/MANIFEST.json"]
+    http = _count_http(store)
+    found = store.backend.read_many(keys)
+    assert dict(http) == {"GetObject": 6}, http  # no HeadObject before each GET (s3fs's cat sends one)
+    assert found["epochs/00000009/MANIFEST.json"] is None
+    assert [json.loads(found[k] or b"{}")["epoch"] for k in keys[:5]] == list(range(5))

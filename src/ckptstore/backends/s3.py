@@ -17,8 +17,10 @@ set the part size and the number of parts in flight for the whole store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
+from collections.abc import Iterable
 from typing import IO, Any
 
 from fsspec.asyn import sync
@@ -29,6 +31,8 @@ from .fsspec import FsspecBackend
 
 __all__ = ["S3Backend", "is_precondition_failure"]
 
+READ_CONCURRENCY = 32
+"""GetObject requests a batch read (manifests, index segments) keeps in flight at once."""
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
@@ -149,21 +153,39 @@ class S3Backend(FsspecBackend):
                 return sorted(n for n in found if n > after)
             page = {"ContinuationToken": token}
 
-    def _get(self, key: str) -> tuple[bytes, str]:
+    async def _aget(self, key: str) -> tuple[bytes, str]:
         """One GetObject: the content and its ETag (s3fs's ``cat_file`` sends a HeadObject first)."""
         bucket, name = self._split(key)
-        fs = self.fs
+        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=name)
+        body = response["Body"]
+        try:
+            data = await body.read()
+        finally:
+            body.close()
+        return bytes(data), str(response["ETag"])
 
-        async def get() -> tuple[bytes, str]:
-            response = await fs._call_s3("get_object", Bucket=bucket, Key=name)
-            body = response["Body"]
-            try:
-                data = await body.read()
-            finally:
-                body.close()
-            return bytes(data), str(response["ETag"])
+    def _get(self, key: str) -> tuple[bytes, str]:
+        return sync(self.fs.loop, self._aget, key)  # type: ignore[no-any-return]
 
-        return sync(fs.loop, get)  # type: ignore[no-any-return]
+    def read_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """One GetObject per key, at most ``READ_CONCURRENCY`` at a time; None for a missing one."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(key: str) -> bytes | None:
+            async with gate:
+                try:
+                    return (await self._aget(key))[0]
+                except FileNotFoundError:
+                    return None
+
+        async def every() -> list[bytes | None]:
+            return list(await asyncio.gather(*(one(k) for k in wanted)))
+
+        found: list[bytes | None] = sync(self.fs.loop, every)
+        return dict(zip(wanted, found, strict=True))
 
     def read_bytes(self, key: str) -> bytes:
         """One GET."""
