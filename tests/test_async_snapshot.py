@@ -212,3 +212,36 @@ def test_a_save_that_copies_nothing_does_not_lose_the_buffers_of_the_others(tmp_
         store.wait()
     assert serializer.seen[1]["w"] is frozen["w"]
     assert serializer.seen[2]["w"] is serializer.seen[0]["w"]  # the buffer of the first save, reused
+
+
+_EXIT_LARGE = """
+import sys, numpy as np, ckptstore
+store = ckptstore.open({root!r})
+state = {{f"w{{i}}": np.random.default_rng(i).random(200_000) for i in range(4)}}  # 1.6 MB a file: hashed in overlap
+serializer = {serializer!r}
+if serializer == "torch":
+    import torch
+    state = {{k: torch.from_numpy(v) for k, v in state.items()}}
+if serializer == "files":  # a writer of its own into tx.path: hashed and fsynced in the seal
+    def serializer(state, tx):
+        for name, array in state.items():
+            np.save(tx.path / f"{{name}}.npy", array)
+store.save_state(1, state, serializer=serializer, blocking=False)
+"""
+
+
+@pytest.mark.parametrize("serializer", ["numpy", "torch", "safetensors", "files"])
+def test_a_large_save_pending_at_exit_commits_after_the_thread_pools_stopped(tmp_path: Path, serializer: str) -> None:
+    # At exit concurrent.futures refuses new work before atexit runs the pending save; hashing in
+    # overlap and the deferred fsyncs then run inline instead of failing the save.
+    root = tmp_path / "s"
+    code = _EXIT_LARGE.format(root=str(root), serializer=serializer)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "failed" not in done.stderr, done.stderr
+    store = ckptstore.open(root)
+    checkpoint = store.get(1).verify()
+    assert store.epochs() == [1]
+    if serializer == "files":
+        assert sorted(checkpoint.files) == ["w0.npy", "w1.npy", "w2.npy", "w3.npy"]
+    else:
+        assert sorted(checkpoint.load()) == ["w0", "w1", "w2", "w3"]

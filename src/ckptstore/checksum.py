@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import xxhash
 
@@ -45,7 +46,52 @@ _OVERLAP_THRESHOLD = 256 * 1024
 
 _REGULAR_ONLY = "checkpoints hold regular files only"
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 _hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-hash")
+_sync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-fsync")
+"""Deferred fsyncs: a file flushes to disk while the next one is written (the seal waits for them all)."""
+
+
+def _submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``fn`` in ``pool``, or right here once the interpreter is shutting down.
+
+    A non-blocking save finished at exit runs after ``concurrent.futures`` stopped taking work.
+    """
+    try:
+        return pool.submit(fn, *args)
+    except RuntimeError:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str) -> list[R]:
+    """``[fn(x) for x in items]`` on ``workers`` threads (inline once the interpreter is shutting down).
+
+    Results come back in order; the first exception is raised after every call finished.
+    """
+    wanted = list(items)
+    try:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        futures = [pool.submit(fn, item) for item in wanted]
+    except RuntimeError:  # a non-blocking save finished at exit: the pools take no more work
+        return [fn(item) for item in wanted]
+    try:
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class HashingWriter(io.RawIOBase):
@@ -59,11 +105,17 @@ class HashingWriter(io.RawIOBase):
     Args:
         path: The file to create. It must not exist.
         on_close: Called once with ``(size, hexdigest)`` after the file was closed successfully.
+        deferred: If given, ``close()`` hands the fsync (and the close of the descriptor) to a helper
+            thread and passes its future here, so the caller writes the next file while this one
+            flushes; the data is durable once that future is done (a transaction's seal waits for it).
     """
 
-    def __init__(self, path: Path, on_close: Any = None) -> None:
+    def __init__(
+        self, path: Path, on_close: Any = None, *, deferred: Callable[[Future[None]], None] | None = None
+    ) -> None:
         super().__init__()
         self._path = path
+        self._deferred = deferred
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         self._hasher = xxhash.xxh3_128()
         self._size = 0
@@ -101,7 +153,7 @@ class HashingWriter(io.RawIOBase):
         if n == 0:
             return 0
         if n >= _OVERLAP_THRESHOLD:
-            pending = _hash_pool.submit(self._hasher.update, view)
+            pending = _submit(_hash_pool, self._hasher.update, view)
             try:
                 self._write_all(view)
             finally:
@@ -126,11 +178,16 @@ class HashingWriter(io.RawIOBase):
         """Fsync and close the file; afterwards :attr:`hexdigest` is final."""
         if self.closed:
             return
-        try:
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
+        if self._deferred is not None:
+            fd = self._fd
             super().close()
+            self._deferred(_submit(_sync_pool, _sync_and_close, fd))
+        else:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                super().close()
         self._digest = self._hasher.hexdigest()
         if self._on_close is not None:
             self._on_close(self._size, self._digest)
@@ -169,7 +226,7 @@ def hash_and_sync(path: Path) -> tuple[int, str]:
     """
     fd, _ = open_regular(path, error=UnsafePathError, why=_REGULAR_ONLY)
     try:
-        syncing = _hash_pool.submit(os.fsync, fd)
+        syncing = _submit(_hash_pool, os.fsync, fd)
         try:
             size, digest = _hash_fd(fd)
         finally:
@@ -242,7 +299,7 @@ class HashingStream(io.RawIOBase):
             piece = view[start : start + CHUNK_SIZE]
             try:
                 if piece.nbytes >= _OVERLAP_THRESHOLD:
-                    pending = _hash_pool.submit(self._hasher.update, piece)
+                    pending = _submit(_hash_pool, self._hasher.update, piece)
                     try:
                         self._sink.write(piece)
                     finally:
@@ -315,7 +372,7 @@ def copy_hashing(src: Any, sink: Any, progress: Any = None) -> tuple[int, str]:
         chunk = src.read(CHUNK_SIZE)
         if not chunk:
             break
-        pending = _hash_pool.submit(hasher.update, chunk) if len(chunk) >= _OVERLAP_THRESHOLD else None
+        pending = _submit(_hash_pool, hasher.update, chunk) if len(chunk) >= _OVERLAP_THRESHOLD else None
         if pending is None:
             hasher.update(chunk)
         try:
@@ -419,7 +476,7 @@ class HashingReader(io.RawIOBase):
         self._wait()
         if self._sequential:
             if piece.nbytes >= _OVERLAP_THRESHOLD:
-                self._pending = _hash_pool.submit(self._hasher.update, piece)
+                self._pending = _submit(_hash_pool, self._hasher.update, piece)
             else:
                 self._hasher.update(piece)
 
@@ -474,7 +531,7 @@ def hash_fd(fd: int) -> tuple[int, str]:
                 break
             if pending is not None:
                 pending.result()
-            pending = _hash_pool.submit(hasher.update, view[:n])
+            pending = _submit(_hash_pool, hasher.update, view[:n])
             size += n
             turn ^= 1
     finally:

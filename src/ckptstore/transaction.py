@@ -11,6 +11,7 @@ exception hands it back to be discarded, so nothing of an aborted save is ever v
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -117,6 +118,7 @@ class SaveTransaction:
         self._claim: Claim | None = None
         self._entries: dict[str, FileEntry] = {}  # what was written and closed, hashed
         self._open_writers: dict[str, HashingWriter | HashingStream] = {}
+        self._syncing: list[Future[None]] = []  # fsyncs of closed tx.open() files, still running
         self._folders: dict[str, str] = {}  # every folder of a tx.open() name -> one name below it
         self._future: Future[Checkpoint] | None = None
         self._checkpoint: Checkpoint | None = None
@@ -211,7 +213,7 @@ class SaveTransaction:
             )
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            writer = HashingWriter(target, on_close=done)
+            writer = HashingWriter(target, on_close=done, deferred=self._syncing.append)
         self._open_writers[rel] = writer
         folder = rel.rpartition("/")[0]
         while folder and folder not in self._folders:
@@ -257,11 +259,20 @@ class SaveTransaction:
             self._abort("file(s) opened with tx.open() were not closed")
             raise InvalidArgumentError(f"file(s) opened with tx.open() were not closed: {names}")
 
+    def _synced(self) -> None:
+        """Wait until every file closed through ``tx.open()`` is durable; raise the first fsync failure."""
+        pending, self._syncing = self._syncing, []
+        failures = [exc for f in pending if (exc := f.exception()) is not None]
+        if failures:
+            raise failures[0]
+
     def _abort(self, why: str | None) -> None:
         """Abort every open stream and discard what was staged; log why (``None``: skipped by the rules)."""
         for writer in list(self._open_writers.values()):
             writer.abort()
         self._open_writers.clear()
+        with contextlib.suppress(OSError):
+            self._synced()  # their descriptors are closed before the staging folder goes
         self._pipeline.discard(self)
         if why is not None:
             self._pipeline.log("ABORT", f"epoch={self.epoch} {why}; nothing committed")

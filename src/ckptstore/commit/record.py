@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -25,7 +24,7 @@ from .._nofollow import open_regular
 from .._progress import ProgressOption, make_progress
 from ..backends.base import Backend
 from ..checkpoint import TRANSFER_THREADS
-from ..checksum import _write_error, copy_hashing
+from ..checksum import _write_error, copy_hashing, parallel_map
 from ..errors import CommitConflictError, StoreUnavailableError, UnsafePathError
 from ..layout import Layout
 from ..manifest import FileEntry, Manifest
@@ -188,17 +187,14 @@ class RecordCommit:
             return rel, result
 
         try:
-            with (
-                backend_errors(self._backend, f"upload epoch {tx.epoch}"),
-                ThreadPoolExecutor(max_workers=TRANSFER_THREADS, thread_name_prefix="ckptstore-put") as pool,
-            ):
-                results = list(
-                    pool.map(
-                        lambda item: retry_call(
-                            lambda: upload(item), self._retry, f"upload {prefix}/{item[0]} to {self._target.url}"
-                        ),
-                        staged,
-                    )
+            with backend_errors(self._backend, f"upload epoch {tx.epoch}"):
+                results = parallel_map(
+                    lambda item: retry_call(
+                        lambda: upload(item), self._retry, f"upload {prefix}/{item[0]} to {self._target.url}"
+                    ),
+                    staged,
+                    TRANSFER_THREADS,
+                    "ckptstore-put",
                 )
         finally:
             if bar is not None:

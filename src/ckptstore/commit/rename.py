@@ -12,13 +12,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _crash
 from ..backends.local import LocalBackend
-from ..checksum import hash_and_sync
+from ..checksum import hash_and_sync, parallel_map
 from ..errors import (
     CkptStoreError,
     CommitConflictError,
@@ -85,9 +84,9 @@ class RenameCommit:
         to_hash = staged_files(tx, work)
         dirs = [Path(dirpath) for dirpath, _, _ in os.walk(work)]
         try:
+            tx._synced()  # files written through tx.open() flushed while the next ones were written
             if to_hash:
-                with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-seal") as pool:
-                    hashed = list(pool.map(lambda item: (item[0], hash_and_sync(item[1])), to_hash))
+                hashed = parallel_map(lambda item: (item[0], hash_and_sync(item[1])), to_hash, 2, "ckptstore-seal")
                 for rel, (size, digest) in hashed:
                     tx._entries[rel] = FileEntry(path=rel, size=size, xxh3_128=digest)
             _crash.point("after_files")
