@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ckptstore
-from ckptstore.index_segments import FANOUT, Delta, SegmentRef, fold, merge, merge_plan
+from ckptstore.index_segments import FANOUT, PURGE_FACTOR, Delta, SegmentRef, fold, merge, merge_plan
 
 from .conftest import run_child, save_bytes
 
@@ -77,6 +77,12 @@ def test_the_trailing_run_of_one_level_merges_at_fanout(levels: list[int], plan:
 
 
 # -- a store with a small head ----------------------------------------------------------------------------
+def _named(head: dict[str, Any]) -> set[str]:
+    """The segment objects a head names."""
+    refs = head["segments"]
+    return {f"{s['id']}.json" for s in refs if s["entries"]} | {f"{s['id']}.history.json" for s in refs if s["history"]}
+
+
 def _segments(root: Path) -> list[str]:
     folder = root / "index.d"
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -96,9 +102,7 @@ def test_the_head_stays_bounded_and_the_index_equals_the_rebuilt_one(tmp_path: P
         head = json.loads((root / "index.json").read_bytes())
         assert head["version"] == 2 and len(head["segments"]) < 3 * FANOUT
         assert {s["level"] for s in head["segments"]} & {1, 2}, "segments were merged"
-        named = {f"{s['id']}.json" for s in head["segments"]} | {
-            f"{s['id']}.history.json" for s in head["segments"] if s["history"]
-        }
+        named = _named(head)
         assert set(_segments(root)) == named, "a merged-away segment was left behind"
         maintained = store.index()
         assert sorted(maintained["checkpoints"]) == [f"{e:08d}" for e in store.epochs()]
@@ -239,9 +243,7 @@ def test_a_compactor_killed_at_any_point_leaves_a_valid_index_and_gc_removes_its
         index = store.index()["checkpoints"]
         assert set(index) <= {f"{e:08d}" for e in store.epochs()}  # may lag, never invents
         head = json.loads((root / "index.json").read_bytes())
-        named = {f"{s['id']}.json" for s in head["segments"]} | {
-            f"{s['id']}.history.json" for s in head["segments"] if s["history"]
-        }
+        named = _named(head)
         orphans = [n for n in _segments(root) if n not in named]
         assert orphans, "the kill left the segment it had just written"
         old = 1_000_000_000  # older than any grace period
@@ -376,3 +378,32 @@ def test_a_limited_listing_equals_the_head_of_the_full_one_and_builds_only_what_
         (root / "index.json").write_text(json.dumps(index))
         damaged = [c.epoch for c in store.list(sort_by="acc", limit=5)]
         assert damaged == [c.epoch for c in store.list(sort_by="acc")][:5]  # the full path read the manifests
+
+
+def test_with_a_keep_policy_deleted_names_do_not_pile_up_in_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    sizes = []
+    with ckptstore.open(root, monitor="val_loss", keep=ckptstore.keep.linear(3), index_head_entries=4) as store:
+        for epoch in range(400):
+            save_bytes(store, epoch, metrics={"val_loss": 1.0 + epoch})  # the best stays at 0
+            if epoch % 25 == 24:
+                store.wait()
+                head = json.loads((root / "index.json").read_bytes())
+                assert sum(s["removed"] for s in head["segments"]) < 4 * 4 + 4, head["segments"]  # purged
+                sizes.append(
+                    sum((root / "index.d" / f"{s['id']}.json").stat().st_size for s in head["segments"] if s["entries"])
+                )
+        store.wait()
+        # what a full read of the entries costs is bounded by the head's size, not the history's
+        entry = max(len(json.dumps(e)) for e in store.index()["checkpoints"].values())
+        assert max(sizes) <= (PURGE_FACTOR + FANOUT) * 4 * (entry + 64), sizes
+        assert max(sizes[len(sizes) // 2 :]) <= 1.5 * max(sizes[: len(sizes) // 2]), sizes
+        kept = store.epochs()
+        assert kept == [0, 397, 398, 399]
+        document = store.index()
+        assert sorted(document["checkpoints"]) == [f"{e:08d}" for e in kept]
+        assert {h["epoch"] for h in document["history"].values()} == set(range(1, 397))  # history kept whole
+        assert store.reindex()["history"] == document["history"]
+        head = json.loads((root / "index.json").read_bytes())
+        named = _named(head)
+        assert set(_segments(root)) == named

@@ -134,6 +134,7 @@ class Collector(Part):
     def run(self, listed: Iterable[Checkpoint], *, dry_run: bool) -> GcReport:
         """Plan (from ``listed``, confirmed from the manifests) and, unless ``dry_run``, delete."""
         checkpoints = {c.epoch: c for c in listed}
+        names = {c.name for c in checkpoints.values()}
         confirmed: set[int] = set()
         while True:  # plan from the index (cheap), then confirm every deletion from its manifest
             decisions = self.plan(builtins.list(checkpoints.values()))
@@ -148,7 +149,7 @@ class Collector(Part):
                     del checkpoints[epoch]  # gone meanwhile, or no valid manifest: not gc's to decide
                 else:
                     checkpoints[epoch] = found
-        leftovers = self.leftovers()
+        leftovers = self.leftovers(names)
         if dry_run:
             return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=True)
         with backend_errors(self._backend, "collect garbage"):
@@ -267,12 +268,16 @@ class Collector(Part):
         return backend.delete_tree(rel)
 
     # -- finding leftovers ------------------------------------------------------------------------------------
-    def leftovers(self) -> builtins.list[tuple[str, str]]:
-        """``(path, why)`` of everything failed or finished saves (and index compactions) left behind."""
+    def leftovers(self, committed: Collection[str] | None = None) -> builtins.list[tuple[str, str]]:
+        """``(path, why)`` of everything failed or finished saves (and index compactions) left behind.
+
+        Args:
+            committed: The epoch folders the caller just listed as committed (else read from the index).
+        """
         backend = self._backend
         orphans = self._index.orphans(self._rules.work_grace_seconds)
         if not backend.capabilities.atomic_rename:
-            return self._object_leftovers() + orphans
+            return self._object_leftovers(committed) + orphans
         found: builtins.list[tuple[str, str]] = list(orphans)
         now = time.time()
         active = self._active_work()
@@ -292,13 +297,19 @@ class Collector(Part):
                     found.append((f"{folder}/{name}", why))
         return found
 
-    def _object_leftovers(self) -> builtins.list[tuple[str, str]]:
-        """Claimed folders without a manifest whose writer is gone, and their unfinished uploads."""
+    def _object_leftovers(self, listed: Collection[str] | None) -> builtins.list[tuple[str, str]]:
+        """Claimed folders without a manifest whose writer is gone, and their unfinished uploads.
+
+        A folder committed after ``listed`` was taken is pending here; its live claim keeps it, and the
+        reaping itself re-checks the manifest before it deletes anything.
+        """
         backend = self._backend
         found: builtins.list[tuple[str, str]] = []
         now = time.time_ns()
         with backend_errors(backend, "look for leftovers"):
-            committed = {c.name for c in self._manifests.scan(self._index.entries())[0]}  # no manifest reads
+            committed = (
+                set(listed) if listed is not None else {c.name for c in self._manifests.scan(self._index.entries())[0]}
+            )
             pending = [n for n in self._manifests.names() if n not in committed]
             claims = backend.read_many(Layout.claim_key(Layout.folder_key(n)) for n in pending)
             abandoned: set[str] = set()

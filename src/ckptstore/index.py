@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from . import _crash
 from ._boundary import CAS_ATTEMPTS, parse_json
 from ._validate import check_metrics
@@ -36,6 +38,7 @@ from .index_segments import (
     FANOUT,
     INDEX_FORMAT,
     INDEX_VERSION,
+    SEGMENT_FORMAT,
     Delta,
     Head,
     SegmentRef,
@@ -44,6 +47,7 @@ from .index_segments import (
     merge_plan,
     parse_head,
     parse_segment,
+    purge_due,
     segment_json,
 )
 from .layout import EPOCHS, INDEX_FILE, INDEX_SEGMENTS, Layout
@@ -58,7 +62,13 @@ HEAD_ENTRIES = 64
 """Records the head holds before it is flushed into a segment (the ``index_head_entries`` option)."""
 ORPHAN_GRACE_SECONDS = 60.0
 """A segment no head names is removed by gc only once it is this old (a compactor may be about to name it)."""
+HEAD_BYTES = 1 << 20
+"""Bytes the head holds before it is flushed, however few records (manifests of sharded saves are large)."""
 _READ_ATTEMPTS = 5
+
+
+_NO_ENTRIES = json.dumps({"format": SEGMENT_FORMAT}).encode()
+"""What a purged segment's entries object holds (it has only history left)."""
 
 
 def _segment_key(ident: str) -> str:
@@ -96,12 +106,12 @@ class Index(Part):
         """The deltas of ``refs``, in order (with their history if asked); None if one is gone (compacted meanwhile)."""
         if not refs:
             return []
-        keys = [_segment_key(r.id) for r in refs]
+        keys = [_segment_key(r.id) for r in refs if r.entries]
         keys += [_history_key(r.id) for r in refs if history and r.history]
         raw = self._backend.read_many(keys)
         deltas = []
         for ref in refs:
-            data = raw.get(_segment_key(ref.id))
+            data = raw.get(_segment_key(ref.id)) if ref.entries else _NO_ENTRIES
             extra = raw.get(_history_key(ref.id)) if history and ref.history else b"{}"
             if data is None or extra is None:
                 return None
@@ -258,7 +268,8 @@ class Index(Part):
             delta = Delta(checkpoints=entries, removed=frozenset(removed), history=clean)
             new = Head(segments=head.segments, delta=delta)
             flushed = None
-            if delta.size > self._head_cap:  # the head is full: its delta becomes a segment
+            full = delta.size > self._head_cap or len(_encode(delta.to_json())) > HEAD_BYTES
+            if full:  # the head is full: its delta becomes a segment
                 flushed = self._write_segment(delta, _level_for(delta.size, self._head_cap), now)
                 new = Head(segments=(*head.segments, flushed))
                 _crash.point("index_after_flush")
@@ -280,11 +291,14 @@ class Index(Part):
         if history is not None:
             self._backend.create_only(_history_key(ident), _encode(history))
         self._backend.create_only(_segment_key(ident), _encode(entries))
-        return SegmentRef(id=ident, level=level, count=delta.size, history=history is not None)
+        return SegmentRef(
+            id=ident, level=level, count=delta.size, history=history is not None, removed=len(delta.removed)
+        )
 
     def _delete_segments(self, refs: Iterable[SegmentRef]) -> None:
         for ref in refs:
-            self._backend.delete(_segment_key(ref.id))
+            if ref.entries:
+                self._backend.delete(_segment_key(ref.id))
             if ref.history:
                 self._backend.delete(_history_key(ref.id))
 
@@ -332,6 +346,9 @@ class Index(Part):
             with contextlib.suppress(FileNotFoundError):
                 raw = backend.read_bytes(INDEX_FILE)
             head = self._head(raw)
+            if head is not None and purge_due(head.segments, self._head_cap):
+                merges += self._purge(head)
+                continue
             plan = merge_plan(head.segments) if head is not None else None
             if head is None or plan is None:
                 return merges
@@ -345,19 +362,44 @@ class Index(Part):
                 merged = merge(merged, delta, bottom=start == 0)
             ref = self._write_segment(merged, max(r.level for r in chosen) + 1, time.time_ns())
             _crash.point("index_after_merge")
-            with self._lock():
-                current = backend.read_versioned(INDEX_FILE)
-                now = self._head(current[0]) if current else None
-                swapped = False
-                if current is not None and now is not None and now.segments[start:end] == chosen:
-                    new = Head(segments=(*now.segments[:start], ref, *now.segments[end:]), delta=now.delta)
-                    swapped = backend.write_if(INDEX_FILE, _encode(new.to_json(time.time_ns())), current[1])
-            if not swapped:
+            if not self._swap(head.segments, start, end, (ref,)):
                 self._delete_segments([ref])
                 continue
             merges += 1
             self._delete_segments(chosen)
         return merges
+
+    def _purge(self, head: Head) -> int:
+        """Fold every segment's entries into one, keeping the older segments' history where it is.
+
+        Returns:
+            1 if the head now names the purged segment, else 0 (the head changed: compaction reads it again).
+        """
+        deltas = self._segments(head.segments, history=False)
+        if deltas is None:
+            return 0
+        live = Delta(checkpoints=fold(deltas)[0])
+        ref = self._write_segment(live, max(r.level for r in head.segments), time.time_ns())
+        kept = tuple(attrs.evolve(r, entries=False, removed=0) for r in head.segments if r.history)
+        _crash.point("index_after_merge")
+        # The purged segment goes first: it holds every entry, the others only history (whose order
+        # does not matter), so levels still never rise from oldest to newest.
+        if not self._swap(head.segments, 0, len(head.segments), (ref, *kept)):
+            self._delete_segments([ref])
+            return 0
+        self._delete_segments(attrs.evolve(r, history=False) for r in head.segments)  # their entries objects
+        return 1
+
+    def _swap(self, old: Sequence[SegmentRef], start: int, end: int, new: Sequence[SegmentRef]) -> bool:
+        """Name ``new`` in the head instead of its segments ``[start, end)``, if those are still ``old``."""
+        backend = self._backend
+        with self._lock():
+            current = backend.read_versioned(INDEX_FILE)
+            now = self._head(current[0]) if current else None
+            if current is None or now is None or now.segments[start:end] != tuple(old[start:end]):
+                return False
+            swapped = Head(segments=(*now.segments[:start], *new, *now.segments[end:]), delta=now.delta)
+            return backend.write_if(INDEX_FILE, _encode(swapped.to_json(time.time_ns())), current[1])
 
     def orphans(self, grace_seconds: float) -> list[tuple[str, str]]:
         """``(key, why)`` of segments no head names, older than the grace period (a crashed compactor's)."""
@@ -369,7 +411,10 @@ class Index(Part):
         with contextlib.suppress(FileNotFoundError):
             raw = backend.read_bytes(INDEX_FILE)
         head = self._head(raw)
-        named = {f"{r.id}{part}" for r in head.segments for part in (".json", ".history.json")} if head else set()
+        named = set()
+        for ref in head.segments if head is not None else ():
+            named |= {f"{ref.id}.json"} if ref.entries else set()
+            named |= {f"{ref.id}.history.json"} if ref.history else set()
         grace = max(grace_seconds, ORPHAN_GRACE_SECONDS)
         now = time.time_ns()
         return [

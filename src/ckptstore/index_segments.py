@@ -9,6 +9,10 @@ end of the list, they merge into one segment of the next level. Each entry is th
 ``log_FANOUT(N / head size)`` times over its life, and a full read touches ``O(FANOUT * log N)``
 objects.
 
+A store with a keep policy removes as often as it adds; once the segments carry ``PURGE_FACTOR``
+head-fulls of removals, their entries are folded into one segment placed first, and the older segments
+keep only their history (:func:`purge_due`), so a full read stays proportional to what is live.
+
 A delta maps folder names to index entries (set by it), lists names it removed, and carries history
 records of deleted checkpoints. Applying deltas oldest first gives the index; :func:`merge` folds two
 consecutive deltas into one that applies the same way, which is what makes compaction safe to run at
@@ -36,6 +40,7 @@ __all__ = [
     "merge_plan",
     "parse_delta",
     "parse_head",
+    "purge_due",
 ]
 
 INDEX_FORMAT = "ckptstore.index"
@@ -44,6 +49,8 @@ INDEX_VERSION = 2
 SEGMENT_FORMAT = "ckptstore.index-segment"
 FANOUT = 8
 """Segments of one level merged at a time (and the most of one level that stay side by side)."""
+PURGE_FACTOR = 4
+"""Removals the segments may carry, in head-fulls, before their entries are folded into one (see purge_due)."""
 
 _SEGMENT_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -88,16 +95,27 @@ class SegmentRef:
         level: 0 for a flushed head; k + 1 for a merge of level-k segments.
         count: Records it carries (for reports).
         history: It has a history object.
+        removed: Names its entries object removes (dead weight that :func:`purge_due` counts).
+        entries: It has an entries object (a purge keeps only the history of older segments).
     """
 
     id: str
     level: int
     count: int
     history: bool = False
+    removed: int = 0
+    entries: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """Its JSON form in the head."""
-        return {"id": self.id, "level": self.level, "count": self.count, "history": self.history}
+        return {
+            "id": self.id,
+            "level": self.level,
+            "count": self.count,
+            "history": self.history,
+            "removed": self.removed,
+            "entries": self.entries,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -173,6 +191,17 @@ def merge_plan(segments: Sequence[SegmentRef], fanout: int = FANOUT) -> tuple[in
     return None
 
 
+def purge_due(segments: Sequence[SegmentRef], head_entries: int) -> bool:
+    """True when the segments carry so many removals that their entries should be folded into one.
+
+    A store with a keep policy deletes as often as it commits; a removal only cancels the entry it
+    shadows when a merge reaches the oldest segment, so without a purge the names of deleted
+    checkpoints (and their dead entries) would pile up and every full read would grow with the
+    history. Purging once they reach ``PURGE_FACTOR`` head-fulls keeps that bounded.
+    """
+    return sum(s.removed for s in segments) >= PURGE_FACTOR * head_entries
+
+
 def _clean_names(raw: object) -> frozenset[str]:
     return frozenset(n for n in raw if isinstance(n, str) and n.isdigit()) if isinstance(raw, list) else frozenset()
 
@@ -224,7 +253,17 @@ def parse_head(data: Mapping[str, Any]) -> Head | None:
             return None
         lvl = level if isinstance(level, int) and not isinstance(level, bool) and 0 <= level <= 64 else 0
         size = count if isinstance(count, int) and not isinstance(count, bool) else 0
-        refs.append(SegmentRef(id=ident, level=lvl, count=size, history=item.get("history") is True))
+        gone = item.get("removed")
+        refs.append(
+            SegmentRef(
+                id=ident,
+                level=lvl,
+                count=size,
+                history=item.get("history") is True,
+                removed=gone if isinstance(gone, int) and not isinstance(gone, bool) and gone >= 0 else 0,
+                entries=item.get("entries") is not False,
+            )
+        )
     if len({r.id for r in refs}) != len(refs):
         return None
     return Head(segments=tuple(refs), delta=parse_delta(data))
