@@ -293,3 +293,23 @@ def test_hashing_reader_and_hash_fd_match_xxh3(tmp_path: Path, size: int) -> Non
         r.read(3)
         r.seek(0)
         assert not r.sequential or size == 0
+
+
+# -- large files ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("serializer", ["safetensors", "numpy"])
+def test_a_flipped_byte_in_the_middle_of_a_large_file_fails_the_load(tmp_path: Path, serializer: str) -> None:
+    state = {"w": np.random.default_rng(4).random(9 * 1024 * 1024).astype(np.float32)}  # 36 MiB: many 8 MiB pieces
+    store = ckptstore.open(tmp_path / "s")
+    checkpoint = store.save_state(1, {**state, "v": state["w"][::-1].copy()}, serializer=serializer)
+    assert checkpoint is not None
+    loaded = checkpoint.load()
+    assert np.array_equal(loaded["w"], state["w"])
+    big = max(checkpoint.files.values(), key=lambda f: f.size)
+    target = tmp_path / "s" / "epochs" / "00000001" / big.path
+    with open(target, "r+b") as f:
+        f.seek(big.size // 2 + 12345)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ChecksumMismatchError):
+        store.get(1).load()
