@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from ._nofollow import open_regular
+from ._threads import hash_pool, submit, sync_and_close, sync_pool
 from .errors import CkptStoreError, CommitFailedError, StoreUnavailableError, UnsafePathError
 from .retry import is_transient
 
@@ -45,53 +46,6 @@ _OVERLAP_THRESHOLD = 256 * 1024
 """Below this, hashing inline is cheaper than handing the buffer to the helper thread."""
 
 _REGULAR_ONLY = "checkpoints hold regular files only"
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-_hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-hash")
-_sync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-fsync")
-"""Deferred fsyncs: a file flushes to disk while the next one is written (the seal waits for them all)."""
-
-
-def _submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-    """Run ``fn`` in ``pool``, or right here once the interpreter is shutting down.
-
-    A non-blocking save finished at exit runs after ``concurrent.futures`` stopped taking work.
-    """
-    try:
-        return pool.submit(fn, *args)
-    except RuntimeError:
-        done: Future[Any] = Future()
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:
-            done.set_exception(exc)
-        return done
-
-
-def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str) -> list[R]:
-    """``[fn(x) for x in items]`` on ``workers`` threads (inline once the interpreter is shutting down).
-
-    Results come back in order; the first exception is raised after every call finished.
-    """
-    wanted = list(items)
-    try:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
-        futures = [pool.submit(fn, item) for item in wanted]
-    except RuntimeError:  # a non-blocking save finished at exit: the pools take no more work
-        return [fn(item) for item in wanted]
-    try:
-        return [f.result() for f in futures]
-    finally:
-        pool.shutdown(wait=True)
-
-
-def _sync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class HashingWriter(io.RawIOBase):
@@ -153,7 +107,7 @@ class HashingWriter(io.RawIOBase):
         if n == 0:
             return 0
         if n >= _OVERLAP_THRESHOLD:
-            pending = _submit(_hash_pool, self._hasher.update, view)
+            pending = submit(hash_pool, self._hasher.update, view)
             try:
                 self._write_all(view)
             finally:
@@ -181,7 +135,7 @@ class HashingWriter(io.RawIOBase):
         if self._deferred is not None:
             fd = self._fd
             super().close()
-            self._deferred(_submit(_sync_pool, _sync_and_close, fd))
+            self._deferred(submit(sync_pool, sync_and_close, fd))
         else:
             try:
                 os.fsync(self._fd)
@@ -226,7 +180,7 @@ def hash_and_sync(path: Path) -> tuple[int, str]:
     """
     fd, _ = open_regular(path, error=UnsafePathError, why=_REGULAR_ONLY)
     try:
-        syncing = _submit(_hash_pool, os.fsync, fd)
+        syncing = submit(hash_pool, os.fsync, fd)
         try:
             size, digest = _hash_fd(fd)
         finally:
@@ -299,7 +253,7 @@ class HashingStream(io.RawIOBase):
             piece = view[start : start + CHUNK_SIZE]
             try:
                 if piece.nbytes >= _OVERLAP_THRESHOLD:
-                    pending = _submit(_hash_pool, self._hasher.update, piece)
+                    pending = submit(hash_pool, self._hasher.update, piece)
                     try:
                         self._sink.write(piece)
                     finally:
@@ -372,7 +326,7 @@ def copy_hashing(src: Any, sink: Any, progress: Any = None) -> tuple[int, str]:
         chunk = src.read(CHUNK_SIZE)
         if not chunk:
             break
-        pending = _submit(_hash_pool, hasher.update, chunk) if len(chunk) >= _OVERLAP_THRESHOLD else None
+        pending = submit(hash_pool, hasher.update, chunk) if len(chunk) >= _OVERLAP_THRESHOLD else None
         if pending is None:
             hasher.update(chunk)
         try:
@@ -476,7 +430,7 @@ class HashingReader(io.RawIOBase):
         self._wait()
         if self._sequential:
             if piece.nbytes >= _OVERLAP_THRESHOLD:
-                self._pending = _submit(_hash_pool, self._hasher.update, piece)
+                self._pending = submit(hash_pool, self._hasher.update, piece)
             else:
                 self._hasher.update(piece)
 
@@ -531,7 +485,7 @@ def hash_fd(fd: int) -> tuple[int, str]:
                 break
             if pending is not None:
                 pending.result()
-            pending = _submit(_hash_pool, hasher.update, view[:n])
+            pending = submit(hash_pool, hasher.update, view[:n])
             size += n
             turn ^= 1
     finally:

@@ -22,9 +22,10 @@ from .. import _crash
 from .._boundary import backend_errors
 from .._nofollow import open_regular
 from .._progress import ProgressOption, make_progress
+from .._threads import parallel_map
 from ..backends.base import Backend
 from ..checkpoint import TRANSFER_THREADS
-from ..checksum import _write_error, copy_hashing, parallel_map
+from ..checksum import _write_error, copy_hashing
 from ..errors import CommitConflictError, StoreUnavailableError, UnsafePathError
 from ..layout import Layout
 from ..manifest import FileEntry, Manifest

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _crash
+from .._threads import parallel_map
 from ..backends.local import LocalBackend
-from ..checksum import hash_and_sync, parallel_map
+from ..checksum import hash_and_sync
 from ..errors import (
     CkptStoreError,
     CommitConflictError,
