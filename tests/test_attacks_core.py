@@ -97,6 +97,26 @@ def test_a_lying_index_never_makes_gc_delete_another_runs_checkpoint_or_the_true
     assert index["checkpoints"]["00000001"]["run_id"] == "other-run"  # repaired from the manifest
 
 
+def test_an_index_entry_claiming_a_better_metric_never_costs_the_true_best(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = ckptstore.open(root, monitor="val_loss", keep=ckptstore.keep.linear(2), gc_on_save=False)
+    save_bytes(store, 1, metrics={"val_loss": 0.1})  # the true best
+    for epoch in (2, 3, 4):
+        save_bytes(store, epoch, metrics={"val_loss": 0.5})
+    index = json.loads((root / "index.json").read_text())
+    entry = index["checkpoints"]["00000004"]  # kept by the policy anyway: a lie that costs nothing itself
+    entry["metrics"] = entry["manifest"]["metrics"] = {"val_loss": 0.01}
+    (root / "index.json").write_text(json.dumps(index))
+    (root / "pointers" / "best.json").unlink()  # and the best pointer is gone
+    os.unlink(root / "best")
+
+    report = store.gc()
+    assert report.deleted == [2]
+    assert store.epochs() == [1, 3, 4]
+    assert {d.epoch: d.reason for d in report}[1] == "best"  # from its manifest, not the index's lie
+    assert json.loads((root / "index.json").read_text())["checkpoints"]["00000004"]["metrics"] == {"val_loss": 0.5}
+
+
 _SAVER = """
 import sys, ckptstore
 store = ckptstore.open(sys.argv[1], keep=ckptstore.keep.linear(3))

@@ -136,9 +136,12 @@ class Collector(Part):
         checkpoints = {c.epoch: c for c in listed}
         names = {c.name for c in checkpoints.values()}
         confirmed: set[int] = set()
-        while True:  # plan from the index (cheap), then confirm every deletion from its manifest
+        while True:  # plan from the index (cheap), then confirm every deletion and the best from its manifest
             decisions = self.plan(builtins.list(checkpoints.values()))
             doubtful = [d.epoch for d in decisions if d.action == "delete" and d.epoch not in confirmed]
+            winner = self._best(builtins.list(checkpoints.values()))
+            if winner is not None and winner not in confirmed:  # an entry claiming a better value must not
+                doubtful.append(winner)  # take the protection of the true best away from it
             if not doubtful:
                 break
             fresh = self.confirm([checkpoints[e] for e in doubtful])
@@ -195,10 +198,8 @@ class Collector(Part):
         if parent is not None:
             protected.setdefault(parent, "this run resumed from it")
         monitor = rules.monitor
-        scored = [c for c in checkpoints if monitor is not None and monitor in c.metrics]
-        winner: int | None = None
-        if monitor is not None and scored:
-            winner = best_of(scored, lambda c: c.metrics[monitor], rules.mode).epoch
+        winner = self._best(checkpoints)
+        if winner is not None:
             protected.setdefault(winner, "best")  # even when the best pointer is stale or missing
         last = self._pointers.read("last")
         epochs = {c.epoch for c in checkpoints}
@@ -214,6 +215,14 @@ class Collector(Part):
             last=last,
             best=winner,
         )
+
+    def _best(self, checkpoints: builtins.list[Checkpoint]) -> int | None:
+        """The best epoch by the monitor among ``checkpoints`` (None without a monitor or a scored one)."""
+        monitor = self._rules.monitor
+        scored = [c for c in checkpoints if monitor is not None and monitor in c.metrics]
+        if monitor is None or not scored:
+            return None
+        return best_of(scored, lambda c: c.metrics[monitor], self._rules.mode).epoch
 
     def confirm(self, checkpoints: Iterable[Checkpoint]) -> dict[int, Checkpoint | None]:
         """Re-read each checkpoint from its own manifest; repair index entries that disagree with it.
