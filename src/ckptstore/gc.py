@@ -137,9 +137,10 @@ class Collector(Part):
         names = {c.name for c in checkpoints.values()}
         confirmed: set[int] = set()
         while True:  # plan from the index (cheap), then confirm every deletion and the best from its manifest
-            decisions = self.plan(builtins.list(checkpoints.values()))
+            current = builtins.list(checkpoints.values())
+            winner = self._best(current)
+            decisions = self.plan(current, winner)
             doubtful = [d.epoch for d in decisions if d.action == "delete" and d.epoch not in confirmed]
-            winner = self._best(builtins.list(checkpoints.values()))
             if winner is not None and winner not in confirmed:  # an entry claiming a better value must not
                 doubtful.append(winner)  # take the protection of the true best away from it
             if not doubtful:
@@ -180,8 +181,8 @@ class Collector(Part):
         ]
         return GcReport(decisions=tuple(decisions), leftovers=tuple(leftovers), dry_run=False)
 
-    def plan(self, checkpoints: builtins.list[Checkpoint]) -> builtins.list[GcDecision]:
-        """Keep or delete for each checkpoint; the best by the monitor is protected besides the pointer."""
+    def plan(self, checkpoints: builtins.list[Checkpoint], winner: int | None) -> builtins.list[GcDecision]:
+        """Keep or delete for each checkpoint; ``winner``, the best by the monitor, is protected besides the pointer."""
         rules = self._rules
         infos = [
             CheckpointInfo(
@@ -197,8 +198,6 @@ class Collector(Part):
         parent = self._ctx.parent()
         if parent is not None:
             protected.setdefault(parent, "this run resumed from it")
-        monitor = rules.monitor
-        winner = self._best(checkpoints)
         if winner is not None:
             protected.setdefault(winner, "best")  # even when the best pointer is stale or missing
         last = self._pointers.read("last")
@@ -210,7 +209,7 @@ class Collector(Part):
             rules.policy,
             run_id=rules.run_id,
             protected=protected,
-            monitor=monitor,
+            monitor=rules.monitor,
             mode=rules.mode,
             last=last,
             best=winner,

@@ -67,16 +67,18 @@ HEAD_BYTES = 1 << 20
 _READ_ATTEMPTS = 5
 
 
-_NO_ENTRIES = json.dumps({"format": SEGMENT_FORMAT}).encode()
-"""What a purged segment's entries object holds (it has only history left)."""
-
-
 def _segment_key(ident: str) -> str:
     return f"{INDEX_SEGMENTS}/{ident}.json"
 
 
 def _history_key(ident: str) -> str:
     return f"{INDEX_SEGMENTS}/{ident}.history.json"
+
+
+def _objects(ref: SegmentRef) -> list[str]:
+    """The keys of the objects a segment has (a purged one has only its history)."""
+    keys = [_segment_key(ref.id)] if ref.entries else []
+    return [*keys, _history_key(ref.id)] if ref.history else keys
 
 
 class Index(Part):
@@ -102,20 +104,26 @@ class Index(Part):
     def _head(self, raw: bytes | None) -> Head | None:
         return parse_head(parse_json(raw)) if raw is not None else None
 
+    def _read_head(self) -> Head | None:
+        """The head as it is now; None if it is missing or not an index."""
+        with contextlib.suppress(FileNotFoundError):
+            return self._head(self._backend.read_bytes(INDEX_FILE))
+        return None
+
     def _segments(self, refs: Sequence[SegmentRef], *, history: bool) -> list[Delta] | None:
         """The deltas of ``refs``, in order (with their history if asked); None if one is gone (compacted meanwhile)."""
         if not refs:
             return []
-        keys = [_segment_key(r.id) for r in refs if r.entries]
-        keys += [_history_key(r.id) for r in refs if history and r.history]
-        raw = self._backend.read_many(keys)
+        wanted = [key for r in refs for key in _objects(r) if history or key == _segment_key(r.id)]
+        found = self._backend.read_many(wanted)
+        raw = {key: data for key, data in found.items() if data is not None}
+        if len(raw) < len(wanted):
+            return None
         deltas = []
         for ref in refs:
-            data = raw.get(_segment_key(ref.id)) if ref.entries else _NO_ENTRIES
-            extra = raw.get(_history_key(ref.id)) if history and ref.history else b"{}"
-            if data is None or extra is None:
-                return None
-            delta = parse_segment(parse_json(data), parse_json(extra) if history and ref.history else None)
+            entries = parse_json(raw[_segment_key(ref.id)]) if ref.entries else {"format": SEGMENT_FORMAT}
+            extra = parse_json(raw[_history_key(ref.id)]) if history and ref.history else None
+            delta = parse_segment(entries, extra)
             if delta is None:
                 return None
             deltas.append(delta)
@@ -133,10 +141,7 @@ class Index(Part):
             history: Read the history of deleted checkpoints too (else only the head's is returned).
         """
         for _attempt in range(_READ_ATTEMPTS):
-            raw = None
-            with contextlib.suppress(FileNotFoundError):
-                raw = self._backend.read_bytes(INDEX_FILE)
-            head = self._head(raw)
+            head = self._read_head()
             if head is None:
                 return None
             whole = self._fold(head, history=history)
@@ -266,14 +271,13 @@ class Index(Part):
                     }
             clean = {tag: c for tag, item in history.items() if (c := history_entry(item)) is not None}
             delta = Delta(checkpoints=entries, removed=frozenset(removed), history=clean)
-            new = Head(segments=head.segments, delta=delta)
+            body = _encode(Head(segments=head.segments, delta=delta).to_json(now))
             flushed = None
-            full = delta.size > self._head_cap or len(_encode(delta.to_json())) > HEAD_BYTES
-            if full:  # the head is full: its delta becomes a segment
+            if delta.size > self._head_cap or len(body) > HEAD_BYTES:  # full: its delta becomes a segment
                 flushed = self._write_segment(delta, _level_for(delta.size, self._head_cap), now)
-                new = Head(segments=(*head.segments, flushed))
+                body = _encode(Head(segments=(*head.segments, flushed)).to_json(now))
                 _crash.point("index_after_flush")
-            if backend.write_if(INDEX_FILE, _encode(new.to_json(now)), version):
+            if backend.write_if(INDEX_FILE, body, version):
                 self.lost = self.lost and fresh is None and not replaced
                 self._delete_segments(replaced)  # a rebuild's predecessors: no head names them now
                 return flushed is not None
@@ -297,10 +301,8 @@ class Index(Part):
 
     def _delete_segments(self, refs: Iterable[SegmentRef]) -> None:
         for ref in refs:
-            if ref.entries:
-                self._backend.delete(_segment_key(ref.id))
-            if ref.history:
-                self._backend.delete(_history_key(ref.id))
+            for key in _objects(ref):
+                self._backend.delete(key)
 
     # -- compaction -------------------------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -339,18 +341,16 @@ class Index(Part):
         are deleted after. A compactor killed at any point leaves the index valid (and, at worst, an
         unnamed segment that gc removes).
         """
-        backend = self._backend
         merges = 0
         for _attempt in range(CAS_ATTEMPTS):
-            raw = None
-            with contextlib.suppress(FileNotFoundError):
-                raw = backend.read_bytes(INDEX_FILE)
-            head = self._head(raw)
-            if head is not None and purge_due(head.segments, self._head_cap):
+            head = self._read_head()
+            if head is None:
+                return merges
+            if purge_due(head.segments, self._head_cap):
                 merges += self._purge(head)
                 continue
-            plan = merge_plan(head.segments) if head is not None else None
-            if head is None or plan is None:
+            plan = merge_plan(head.segments)
+            if plan is None:
                 return merges
             start, end = plan
             chosen = head.segments[start:end]
@@ -407,20 +407,14 @@ class Index(Part):
         listed = backend.stat_files(INDEX_SEGMENTS)
         if not listed:
             return []
-        raw = None
-        with contextlib.suppress(FileNotFoundError):
-            raw = backend.read_bytes(INDEX_FILE)
-        head = self._head(raw)
-        named = set()
-        for ref in head.segments if head is not None else ():
-            named |= {f"{ref.id}.json"} if ref.entries else set()
-            named |= {f"{ref.id}.history.json"} if ref.history else set()
+        head = self._read_head()
+        named = {key for ref in (head.segments if head is not None else ()) for key in _objects(ref)}
         grace = max(grace_seconds, ORPHAN_GRACE_SECONDS)
         now = time.time_ns()
         return [
             (f"{INDEX_SEGMENTS}/{rel}", f"index segment no head names, {(now - mtime) / 1e9:.0f}s old")
             for rel, (_size, mtime) in sorted(listed.items())
-            if rel not in named and (now - mtime) / 1e9 > grace
+            if f"{INDEX_SEGMENTS}/{rel}" not in named and (now - mtime) / 1e9 > grace
         ]
 
 

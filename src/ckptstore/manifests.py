@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from ._boundary import backend_errors
 from ._validate import check_epoch
@@ -30,6 +30,8 @@ from .layout import EPOCHS, INDEX_FILE, MANIFEST_FILE, Layout
 from .manifest import Manifest
 
 __all__ = ["Manifests", "Scan"]
+
+T = TypeVar("T")
 
 Scan = tuple[builtins.list[Checkpoint], builtins.list[tuple[str, Exception]]]
 """Committed checkpoints, and ``(key, why)`` of folders under ``epochs/`` that are not valid ones."""
@@ -158,18 +160,30 @@ class Manifests(Part):
         is gone is dropped, so the index may lag but never hides or invents a checkpoint. On object
         stores a folder without a manifest is a save in progress (or abandoned), not damage.
         """
-        good: builtins.list[Checkpoint] = []
+        good, unindexed = self.sort_out(entries, self.from_index_entry)
+        read, bad = self.read_names(unindexed)
+        return good + read, bad
+
+    def sort_out(
+        self, entries: Mapping[str, Any] | None, build: Callable[[str, Mapping[str, Any]], T | None]
+    ) -> tuple[builtins.list[T], builtins.list[str]]:
+        """One listing of ``epochs/``, each folder's index entry turned into ``build(name, entry)``.
+
+        Returns:
+            What ``build`` made, and the names it made nothing of (no entry, or one that is not valid),
+            to be read from their manifests.
+        """
+        built: builtins.list[T] = []
+        unindexed: builtins.list[str] = []
         with backend_errors(self._backend, "list checkpoints"):
-            unindexed = []
             for name in self.names():
                 entry = (entries or {}).get(name)
-                checkpoint = self.from_index_entry(name, entry) if isinstance(entry, dict) else None
-                if checkpoint is None:
+                item = build(name, entry) if isinstance(entry, dict) else None
+                if item is None:
                     unindexed.append(name)
                 else:
-                    good.append(checkpoint)
-            read, bad = self.read_names(unindexed)
-        return good + read, bad
+                    built.append(item)
+        return built, unindexed
 
     def read_names(self, names: Iterable[str]) -> Scan:
         """The checkpoints of the epoch folders ``names`` read from their manifests, and the invalid ones.

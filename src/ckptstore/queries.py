@@ -112,17 +112,8 @@ class Queries(Part):
         entries = self._index.entries()
         if entries is None:
             return None
-        candidates: builtins.list[_Entry] = []
-        unindexed = []
-        for name in self._manifests.names():
-            entry = entries.get(name)
-            candidate = _Entry.of(name, entry) if isinstance(entry, dict) else None
-            if candidate is None:
-                unindexed.append(name)
-            else:
-                candidates.append(candidate)
-        with backend_errors(self._backend, "list checkpoints"):
-            candidates += [_Entry.wrap(c) for c in self._manifests.read_names(unindexed)[0]]
+        candidates, unindexed = self._manifests.sort_out(entries, _Entry.of)
+        candidates += [_Entry.wrap(c) for c in self._manifests.read_names(unindexed)[0]]
         if key == "time":
             ranked = sorted(candidates, key=lambda c: (c.time_ns, c.epoch), reverse=order == "desc")
         else:
