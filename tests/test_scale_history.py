@@ -148,6 +148,23 @@ def test_a_segment_lost_by_hand_never_hides_a_checkpoint_and_gc_repairs_it(tmp_p
         assert all((root / "index.d" / f"{s['id']}.json").exists() for s in head["segments"])
 
 
+@pytest.mark.parametrize("junk", [b"{broken", b'{"format": "ckptstore.index-segment", "checkpoints": 7}', b"[]"])
+def test_a_junk_segment_never_hides_or_invents_a_checkpoint(tmp_path: Path, junk: bytes) -> None:
+    root = tmp_path / "s"
+    with ckptstore.open(root, monitor="val_loss", index_head_entries=3) as store:
+        for epoch in range(12):
+            save_bytes(store, epoch, metrics={"val_loss": 1.0 / (epoch + 1)})
+        store.wait()
+        head = json.loads((root / "index.json").read_bytes())
+        (root / "index.d" / f"{head['segments'][0]['id']}.json").write_bytes(junk)  # a hostile edit
+        assert [c.epoch for c in store.list(sort_by="val_loss", limit=3)] == [11, 10, 9]
+        assert [c.epoch for c in store.list(sort_by="epoch")] == list(range(12))
+        assert store.best().epoch == 11
+        store.gc()
+        assert set(store.index()["checkpoints"]) <= {f"{e:08d}" for e in range(12)}  # may lag, never invents
+        assert sorted(store.reindex()["checkpoints"]) == [f"{e:08d}" for e in range(12)]
+
+
 # -- real processes ---------------------------------------------------------------------------------------
 WRITER = textwrap.dedent(
     """
