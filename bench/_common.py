@@ -110,15 +110,25 @@ def raw_write(arrays: dict[str, np.ndarray], out: Path) -> None:
     fsync_dir(out)
 
 
+READ_CHUNK = 1024 * 1024
+"""Bytes per ``readinto`` of the raw-read floor.
+
+Reading 8 MiB per call into freshly allocated memory was no floor on this machine: at 1 GiB it took
+0.9-2.7 s, against 0.53 s for 1 MiB per call and 0.52 s into memory already faulted in (each 8 MiB
+call faults its destination in inside the read). Until 2026-12-06 the floor read 8 MiB per call, and
+ratios to it (1 GiB: 0.16-0.28) flattered every loader; they are not comparable with later ones.
+"""
+
+
 def raw_read(path: Path) -> np.ndarray:
-    """The floor of a load: allocate the destination and ``readinto`` it 8 MiB at a time."""
+    """The floor of a load: allocate the destination and ``readinto`` it 1 MiB at a time (:data:`READ_CHUNK`)."""
     size = path.stat().st_size
     buf = np.empty(size, dtype=np.uint8)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         done = 0
         while done < size:
-            n = f.readinto(view[done : done + CHUNK])
+            n = f.readinto(view[done : done + READ_CHUNK])
             if not n:
                 break
             done += n
@@ -140,7 +150,7 @@ def raw_read_parallel(path: Path, threads: int = 4) -> np.ndarray:
             end = min(start + step, size)
             pos = start
             while pos < end:
-                n = os.preadv(fd, [view[pos : min(pos + CHUNK, end)]], pos)
+                n = os.preadv(fd, [view[pos : min(pos + READ_CHUNK, end)]], pos)
                 if not n:
                     break
                 pos += n
@@ -150,6 +160,27 @@ def raw_read_parallel(path: Path, threads: int = 4) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(part, range(0, size, step)))
     return buf
+
+
+COMPACT = Path("/proc/sys/vm/compact_memory")
+
+
+def compact_memory() -> bool:
+    """Ask the kernel to compact free memory (untimed, before every run), when this process may.
+
+    numpy asks for transparent huge pages on large arrays (``madvise``), and with the kernel's
+    ``defrag=madvise`` a huge-page fault compacts memory synchronously when free memory is
+    fragmented, which the variant run before it (mapping, freeing gigabytes) leaves behind. Without
+    this, the raw-read baseline stalled in some runs and not others (64 MiB: 33 ms to 228 ms in one
+    run), and a ratio to its median said more about the previous variant than about the one measured.
+    Every variant starts from compacted memory; where ``/proc/sys/vm/compact_memory`` is not writable
+    (not root, not Linux) nothing is done and the report says so.
+    """
+    try:
+        COMPACT.write_text("1\n")
+    except OSError:
+        return False
+    return True
 
 
 class Runner:
@@ -184,6 +215,7 @@ class Runner:
                 if before is not None:
                     before(rep)
                 os.sync()
+                compact_memory()
                 start = time.perf_counter()
                 fn(rep)
                 self.times[label].append(time.perf_counter() - start)
@@ -193,21 +225,35 @@ class Runner:
     def report(self) -> None:
         """Print the table and write ``bench/out/<name>-<size>MiB.json``."""
         floor = statistics.median(self.times[self.baseline])
+        floor_min = min(self.times[self.baseline])
         gib = self.total / 2**30
         print(
             f"\n{self.name}: {gib:.3f} GiB in {self.args.tensors} tensors, {self.args.repeat} interleaved runs; "
-            f"ratio = median / median of {self.baseline!r}"
+            f"ratio = median / median of {self.baseline!r}; min ratio = min / min of it"
         )
-        print(f"  {'variant':<44} {'median s':>9} {'min s':>8} {'max s':>8} {'s/GiB':>7} {'ratio':>6}  (min-max ratio)")
+        print(
+            f"  {'variant':<44} {'median s':>9} {'min s':>8} {'max s':>8} {'s/GiB':>7} {'ratio':>6} {'min ratio':>9}"
+            "  (min-max ratio)"
+        )
         rows = []
         for label, samples in self.times.items():
             med, lo, hi = statistics.median(samples), min(samples), max(samples)
             ratio = med / floor
             print(
-                f"  {label:<44} {med:9.3f} {lo:8.3f} {hi:8.3f} {med / gib:7.2f} {ratio:6.2f}"
+                f"  {label:<44} {med:9.3f} {lo:8.3f} {hi:8.3f} {med / gib:7.2f} {ratio:6.2f} {lo / floor_min:9.2f}"
                 f"  ({lo / floor:.2f}-{hi / floor:.2f})"
             )
-            rows.append({"variant": label, "median": med, "min": lo, "max": hi, "ratio": ratio, "samples": samples})
+            rows.append(
+                {
+                    "variant": label,
+                    "median": med,
+                    "min": lo,
+                    "max": hi,
+                    "ratio": ratio,
+                    "min_ratio": lo / floor_min,
+                    "samples": samples,
+                }
+            )
         for label, why in self.skipped.items():
             print(f"  {label:<44} skipped: {why}")
         OUT.mkdir(parents=True, exist_ok=True)
@@ -221,6 +267,7 @@ class Runner:
             "rows": rows,
             "skipped": self.skipped,
             "machine": machine(),
+            "compacted_before_each_run": compact_memory(),
             "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         (OUT / f"{self.name}-{self.args.size_mib}MiB.json").write_text(json.dumps(record, indent=1))

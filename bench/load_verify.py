@@ -1,11 +1,12 @@
 """Load a checkpoint back with verification vs a raw read of the same bytes, in one run.
 
 Baseline: a raw read of the same bytes from a cold page cache (allocate the destination, ``readinto``
-8 MiB at a time). Compared, interleaved: ``Checkpoint.load()`` (verifies: every byte hashed with
-xxh3-128 and compared with the manifest before the value is returned) for the numpy, torch and
-safetensors serializers, and the peers ``np.load`` (each file), ``torch.load`` and safetensors'
-``load_file`` without any verification. A raw read by 4 threads on contiguous ranges is printed too:
-the store reads files in parallel, and on a disk that rewards queue depth that is the fairer floor.
+1 MiB at a time; 8 MiB per call was no floor here, see ``_common.READ_CHUNK``). Compared,
+interleaved: ``Checkpoint.load()`` (verifies: every byte hashed with xxh3-128 and compared with the
+manifest before the value is returned) for the numpy, torch and safetensors serializers, and the
+peers ``np.load`` (each file), ``torch.load`` and safetensors' ``load_file`` without any
+verification. A raw read by 4 threads on contiguous ranges is printed too: the store reads files in
+parallel, and on a disk that rewards queue depth that is the stricter floor.
 Before every timed run the files it reads are evicted from
 the page cache with ``posix_fadvise(POSIX_FADV_DONTNEED)`` (they were fsynced, so the pages are clean
 and really go; ``--check-cache`` prints the cached fraction measured with ``mincore`` after eviction).

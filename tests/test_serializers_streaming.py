@@ -95,7 +95,8 @@ def test_streamed_safetensors_numpy_is_read_by_the_library_unchanged(tmp_path: P
     with safe_open(str(path), framework="np") as f:
         assert f.metadata() == {"ckptstore.framework": "numpy"}
         assert sorted(f.keys()) == sorted(state)
-    _assert_same_numpy(store.get(1).load(), state)
+    for mmap in (True, False):
+        _assert_same_numpy(store.get(1).load(mmap=mmap), state)
 
 
 def test_streamed_safetensors_torch_is_read_by_the_library_unchanged(tmp_path: Path) -> None:
@@ -108,9 +109,11 @@ def test_streamed_safetensors_torch_is_read_by_the_library_unchanged(tmp_path: P
         assert f.metadata() == {"ckptstore.framework": "torch"}
         for k in state:
             assert f.get_tensor(k).dtype == state[k].dtype
-    loaded = store.get(1).load()
-    _assert_same_torch(loaded, state)
-    loaded["t.torch.float32"].add_(1)  # writable, private memory
+    for mmap in (True, False):
+        loaded = store.get(1).load(mmap=mmap)
+        _assert_same_torch(loaded, state)
+        loaded["t.torch.float32"].add_(1)  # writable, private memory
+    _assert_same_torch(store.get(1).load(), state)  # the file never saw those writes
 
 
 def test_files_written_by_the_safetensors_library_are_read(tmp_path: Path) -> None:
@@ -118,10 +121,11 @@ def test_files_written_by_the_safetensors_library_are_read(tmp_path: Path) -> No
     store = ckptstore.open(tmp_path / "s")
     with store.save(1) as tx:
         np_save_file(state, str(tx.path / "model.safetensors"), metadata={"ckptstore.framework": "numpy"})
-    got = store.get(1).load(serializer="safetensors")
-    _assert_same_numpy(got, state)
-    as_torch = store.get(1).load(serializer="safetensors", framework="torch")
-    assert torch.equal(as_torch["a"], torch.arange(10, dtype=torch.float32))
+    for mmap in (True, False):
+        got = store.get(1).load(serializer="safetensors", mmap=mmap)
+        _assert_same_numpy(got, state)
+        as_torch = store.get(1).load(serializer="safetensors", framework="torch", mmap=mmap)
+        assert torch.equal(as_torch["a"], torch.arange(10, dtype=torch.float32))
 
 
 def test_streamed_layout_matches_the_library_byte_for_byte(tmp_path: Path) -> None:
@@ -173,6 +177,117 @@ def test_numpy_flavour_refuses_bfloat16_with_a_clear_error(tmp_path: Path) -> No
     store.save_state(1, {"x": torch.ones(3, dtype=torch.bfloat16)}, serializer="safetensors")
     with pytest.raises(SerializerError, match="framework='torch'"):
         store.get(1).load(framework="numpy")
+
+
+# -- safetensors: memory-mapped loads (the default on POSIX) ------------------------------------------------------
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_a_mapped_load_is_private_copy_on_write(tmp_path: Path, framework: str) -> None:
+    """Tensors of a mapped load are writable, and writing them changes neither the file nor a later load."""
+    state = {"w": np.arange(1 << 18, dtype=np.float32), "b": np.arange(7, dtype=np.int8)}
+    store = ckptstore.open(tmp_path / "s")
+    store.save_state(1, state, serializer="safetensors")
+    before = _file(store, 1, "model.safetensors").read_bytes()
+    loaded = store.get(1).load(framework=framework)
+    w = loaded["w"] if framework == "numpy" else loaded["w"].numpy()
+    assert w.flags.writeable
+    w[:] = -1.0
+    assert _file(store, 1, "model.safetensors").read_bytes() == before
+    again = store.get(1).load(framework=framework)
+    assert np.array_equal(np.asarray(again["w"]), state["w"])
+    store.get(1).verify()
+
+
+def test_a_mapped_load_outlives_the_checkpoint(tmp_path: Path) -> None:
+    """gc deleting the checkpoint while its mapped tensors are alive leaves them readable and intact."""
+    state = {"w": torch.arange(1 << 18, dtype=torch.float32)}
+    store = ckptstore.open(tmp_path / "s", keep=ckptstore.keep.linear(1), gc_on_save=False)
+    store.save_state(1, state, serializer="safetensors")
+    loaded = store.get(1).load()
+    store.save_state(2, state, serializer="safetensors")
+    store.gc()
+    assert [c.epoch for c in store.list()] == [2]
+    assert not (tmp_path / "s" / "epochs" / "00000001").exists()
+    assert torch.equal(loaded["w"], state["w"])
+
+
+def test_the_map_is_the_file_that_was_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file swapped in under the same name right after hashing is not what gets mapped.
+
+    The map is made from the descriptor that was hashed, so the tensors are the verified bytes,
+    whatever the name points at a moment later.
+    """
+    import ckptstore.serializers._reader as reader_mod
+
+    state = {"w": np.arange(1000, dtype=np.float32)}
+    store = ckptstore.open(tmp_path / "s")
+    store.save_state(1, state, serializer="safetensors")
+    path = _file(store, 1, "model.safetensors")
+    evil = tmp_path / "evil.safetensors"
+    np_save_file({"w": np.full(1000, 666.0, dtype=np.float32)}, str(evil), metadata={"ckptstore.framework": "numpy"})
+    real_hash_fd = reader_mod.hash_fd
+
+    def hash_then_swap(fd: int) -> tuple[int, str]:
+        result = real_hash_fd(fd)
+        os.replace(evil, path)  # the attacker's file now has the checkpoint's name
+        return result
+
+    monkeypatch.setattr(reader_mod, "hash_fd", hash_then_swap)
+    got = store.get(1).load()
+    assert np.array_equal(got["w"], state["w"])
+    monkeypatch.setattr(reader_mod, "hash_fd", real_hash_fd)
+    with pytest.raises(ChecksumMismatchError):
+        store.get(1).load()  # the swapped file itself fails verification
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_an_unaligned_file_from_elsewhere_is_read_by_both_paths(tmp_path: Path, mmap: bool) -> None:
+    """A header whose length is not a multiple of 8 leaves float data unaligned: those tensors are copied."""
+    a, b = np.arange(5, dtype=np.float64) * 1.5, np.arange(3, dtype=np.int8)
+    header = {"a": {"dtype": "F64", "shape": [5], "data_offsets": [0, 40]},
+              "b": {"dtype": "I8", "shape": [3], "data_offsets": [40, 43]}}  # fmt: skip
+    text = json.dumps(header).encode()
+    text += b" " * (1 if len(text) % 8 == 0 else 0)
+    assert len(text) % 8
+    store = ckptstore.open(tmp_path / "s")
+    with store.save(1) as tx:
+        (tx.path / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + a.tobytes() + b.tobytes())
+    got = store.get(1).load(serializer="safetensors", mmap=mmap)
+    assert np.array_equal(got["a"], a) and np.array_equal(got["b"], b)
+    as_torch = store.get(1).load(serializer="safetensors", framework="torch", mmap=mmap)
+    assert torch.equal(as_torch["a"], torch.from_numpy(a))
+
+
+@pytest.mark.parametrize("where", ["data", "header"])
+def test_a_corrupted_file_fails_the_unmapped_load_too(tmp_path: Path, where: str) -> None:
+    store = ckptstore.open(tmp_path / "s")
+    store.save_state(1, {"x": np.arange(500_000, dtype=np.float32)}, serializer="safetensors")
+    path = _file(store, 1, "model.safetensors")
+    _corrupt(path, path.stat().st_size - 1 if where == "data" else 9)
+    for mmap in (True, False):
+        with pytest.raises(ChecksumMismatchError, match="model\\.safetensors"):
+            store.get(1).load(mmap=mmap)
+
+
+def test_map_refuses_an_empty_file_with_a_typed_error(tmp_path: Path) -> None:
+    from ckptstore.serializers import Serializer  # noqa: F401 - the protocol the class below follows
+
+    class MapEmpty:
+        name = "map-empty"
+
+        def version(self) -> str:
+            return "1"
+
+        def save(self, state: object, tx: object) -> None:
+            raise NotImplementedError
+
+        def load(self, files: object, **kwargs: object) -> object:
+            return files.map("empty.bin")  # type: ignore[attr-defined]
+
+    store = ckptstore.open(tmp_path / "s")
+    with store.save(1) as tx:
+        (tx.path / "empty.bin").write_bytes(b"")
+    with pytest.raises(SerializerError, match="empty"):
+        store.get(1).load(serializer=MapEmpty())
 
 
 # -- torch: no CRC, still torch.load-able -----------------------------------------------------------------------------

