@@ -42,6 +42,10 @@ class LazyMount(FuseMount):
         """Make everything durable (``sync(1)``)."""
         return dict(self.command("sync"))
 
+    def fail_fsync(self, suffix: str) -> dict[str, Any]:
+        """Make the next ``fsync`` of a file whose path ends with ``suffix`` fail with ``EIO`` (once)."""
+        return dict(self.command("fail_fsync", suffix=suffix))
+
     def report(self) -> dict[str, Any]:
         """Counters and what is waiting for a sync now (``journal``, ``unsynced_files``)."""
         return dict(self.command("report"))

@@ -85,7 +85,15 @@ class LazyFS:
         self.journal: list[tuple[Any, ...]] = []  # uncommitted namespace changes, oldest first
         self.handles: dict[int, int] = {}  # fh -> ino
         self.fhs = itertools.count(1)
-        self.stats = {"crashes": 0, "bytes_dropped": 0, "changes_dropped": 0, "fsyncs": 0, "dir_fsyncs": 0}
+        self.stats = {
+            "crashes": 0,
+            "bytes_dropped": 0,
+            "changes_dropped": 0,
+            "fsyncs": 0,
+            "dir_fsyncs": 0,
+            "fsync_failures": 0,
+        }
+        self.failing: list[str] = []  # path suffixes: the next fsync of a matching file fails with EIO
 
     # -- names ---------------------------------------------------------------------------------------
     def _lookup(self, path: str) -> Node:
@@ -179,6 +187,16 @@ class LazyFS:
         return dict(self.stats)
 
     @locked
+    def fail_fsync(self, args: dict[str, Any]) -> dict[str, int]:
+        """Arm a disk error: the next ``fsync`` of a file whose path ends with ``args["suffix"]`` fails.
+
+        It returns ``EIO`` once and leaves the file's data unsynced (a power cut drops it), as a disk
+        that failed the write-back would.
+        """
+        self.failing.append(str(args["suffix"]))
+        return dict(self.stats)
+
+    @locked
     def report(self, _args: dict[str, Any]) -> dict[str, int]:
         """The counters, plus how much is waiting for a sync right now."""
         unsynced: list[str] = []
@@ -266,6 +284,11 @@ class LazyFS:
     @locked
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         node = self._node(path, fh)
+        for i, suffix in enumerate(self.failing):
+            if path is not None and path.endswith(suffix):
+                del self.failing[i]
+                self.stats["fsync_failures"] += 1
+                raise _fuse_error(errno.EIO)
         node.synced = bytes(node.data)
         self.stats["fsyncs"] += 1
         return 0
@@ -392,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strict", action="store_true", help="a directory fsync commits only its own changes")
     args = parser.parse_args(argv)
     fs = LazyFS(strict=args.strict)
-    commands = {"crash": fs.crash, "sync": fs.sync, "report": fs.report}
+    commands = {"crash": fs.crash, "sync": fs.sync, "report": fs.report, "fail_fsync": fs.fail_fsync}
     serve(
         fs,
         args.mountpoint,

@@ -1,9 +1,10 @@
 """The thread pools of the write and read paths, and running work on them even while the interpreter exits.
 
-Hashing overlaps the I/O on :data:`hash_pool`, the fsyncs of finished files on :data:`sync_pool`, and
-the seal and uploads of staged files fan out with :func:`parallel_map`. A non-blocking save that is
-still pending at exit is finished by an ``atexit`` hook, after ``concurrent.futures`` stopped taking
-work: everything submitted here then runs inline instead of failing the save.
+The fsyncs of finished files run on :data:`sync_pool` (hashing runs inline, in the thread that moves
+the bytes: see :mod:`ckptstore.checksum`), and the seal and uploads of staged files fan out with
+:func:`parallel_map`. A non-blocking save that is still pending at exit is finished by an ``atexit``
+hook, after ``concurrent.futures`` stopped taking work: everything submitted here then runs inline
+instead of failing the save.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["hash_pool", "parallel_map", "submit", "sync_and_close", "sync_pool"]
+__all__ = ["parallel_map", "submit", "sync_and_close", "sync_pool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-hash")
 sync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-fsync")
-"""Deferred fsyncs: a file flushes to disk while the next one is written (the seal waits for them all)."""
+"""Fsyncs off the write path: a file flushes to disk while the next one is written (the seal waits for
+them all), and a staged file while it is read and hashed."""
 
 
 def submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:

@@ -9,6 +9,7 @@ filesystem does bite (a writer that skips fsync loses its data), so the others c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -99,6 +100,34 @@ def test_a_power_cut_during_a_save_leaves_the_state_before_it(lazy_mount: Any) -
     _save(after, 3, 0.3)  # the epoch is free again
     assert after.latest().verify().epoch == 3
     del report
+
+
+def test_a_failed_fsync_fails_the_save_and_publishes_nothing(lazy_mount: Any) -> None:
+    """A file written through ``tx.open()`` is fsynced in a helper thread while the next is written.
+
+    When the disk fails that fsync (EIO from the filesystem, not a mock), the seal must raise
+    CommitFailedError before any manifest or rename: no epoch appears, now or after a power cut, no
+    staging folder is left, and the next save commits normally.
+    """
+    root: Path = lazy_mount.mountpoint
+    store = ckptstore.open(str(root / "store"))
+    state = {f"w{i}": np.full(50_000, i, dtype=np.float32) for i in range(4)}
+    lazy_mount.fail_fsync("arrays/00001.npy")  # the second of four files: later ones are being written
+    with pytest.raises(ckptstore.errors.CommitFailedError) as failed:
+        store.save_state(1, state, serializer="numpy")
+    assert failed.value.errno == errno.EIO
+    assert lazy_mount.report()["fsync_failures"] == 1
+    assert store.list() == []
+    assert not (root / "store" / "epochs" / "00000001").exists()
+    work = root / "store" / "work"
+    assert (list(work.iterdir()) if work.exists() else []) == []  # the staging folder went too
+    lazy_mount.power_cut()
+    assert ckptstore.open(str(root / "store")).list() == []
+    store = ckptstore.open(str(root / "store"))
+    store.save_state(1, state, serializer="numpy")  # the error was one write-back, not a broken store
+    lazy_mount.power_cut()
+    loaded = ckptstore.open(str(root / "store")).get(1).load()
+    assert all(np.array_equal(loaded[k], v) for k, v in state.items())
 
 
 def test_random_kills_with_a_power_cut_lose_nothing_that_was_committed(lazy_mount: Any) -> None:
