@@ -318,3 +318,34 @@ def test_missing_credentials_give_a_typed_error_that_names_the_fix(s3_server: An
     )
     assert proc.stdout.startswith("AUTH"), (proc.stdout, proc.stderr[-2000:])
     assert "AWS_ACCESS_KEY_ID" in proc.stdout
+
+
+def test_the_scratch_folder_of_a_staged_upload_is_removed_after_the_commit(
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files written into ``tx.path`` live in a local scratch folder until uploaded.
+
+    The folder is removed in the background once the commit stands (freeing a large file's cached
+    pages is not the caller's wait); the cleanup worker is FIFO, so a marker task queued after the
+    save finishing means the removal ran. A failed save removes its folder at once, before raising.
+    """
+    import tempfile
+
+    from ckptstore._threads import cleanup_pool
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    store = ckptstore.open(_url(s3_server), storage_options=s3_server.storage_options)
+    payload = os.urandom(3 * 1024 * 1024)
+    with store.save(1) as tx:
+        (tx.path / "big.bin").write_bytes(payload)
+        assert tx.path.parent == scratch
+    cleanup_pool.submit(lambda: None).result()
+    assert list(scratch.iterdir()) == []
+    assert store.get(1).read_bytes("big.bin") == payload
+    with pytest.raises(RuntimeError, match="boom"), store.save(2) as tx:
+        (tx.path / "big.bin").write_bytes(b"x")
+        raise RuntimeError("boom")
+    assert list(scratch.iterdir()) == []
+    assert store.epochs() == [1]

@@ -10,11 +10,13 @@ instead of failing the save.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["parallel_map", "submit", "sync_and_close", "sync_pool"]
+__all__ = ["parallel_map", "remove_later", "submit", "sync_and_close", "sync_pool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,6 +24,22 @@ R = TypeVar("R")
 sync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptstore-fsync")
 """Fsyncs off the write path: a file flushes to disk while the next one is written (the seal waits for
 them all), and a staged file while it is read and hashed."""
+
+
+cleanup_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckptstore-cleanup")
+"""Removal of scratch folders after a commit (an interpreter exit waits for what is queued)."""
+
+
+def remove_later(path: Path) -> Future[Any]:
+    """Remove the folder ``path`` in the background; the caller goes on at once.
+
+    Unlinking a large file whose pages are cached costs the kernel about 0.3 s per GiB here (it frees
+    every page), which a save to an object store used to spend after its commit, before returning.
+    ``concurrent.futures`` finishes queued work before the interpreter exits, so nothing is left
+    behind by a normal exit (a ``kill -9`` leaves a scratch folder in the temporary directory, as it
+    always could).
+    """
+    return submit(cleanup_pool, shutil.rmtree, path, True)
 
 
 def submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:

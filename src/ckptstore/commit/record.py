@@ -22,7 +22,7 @@ from .. import _crash
 from .._boundary import backend_errors
 from .._nofollow import open_regular
 from .._progress import ProgressOption, make_progress
-from .._threads import parallel_map
+from .._threads import parallel_map, remove_later
 from ..backends.base import Backend
 from ..checkpoint import TRANSFER_THREADS
 from ..checksum import _write_error, copy_hashing
@@ -130,7 +130,7 @@ class RecordCommit:
         self._confirm_claim(tx, manifest)
         _crash.point("after_rename")
         if tx._work is not None:
-            shutil.rmtree(tx._work, ignore_errors=True)
+            remove_later(tx._work)  # freeing a large file's cached pages is not the caller's wait
             tx._work = None
         _let_go(tx)
 
