@@ -170,11 +170,11 @@ def compact_memory() -> bool:
 
     numpy asks for transparent huge pages on large arrays (``madvise``), and with the kernel's
     ``defrag=madvise`` a huge-page fault compacts memory synchronously when free memory is
-    fragmented, which the variant run before it (mapping, freeing gigabytes) leaves behind. Without
-    this, the raw-read baseline stalled in some runs and not others (64 MiB: 33 ms to 228 ms in one
-    run), and a ratio to its median said more about the previous variant than about the one measured.
-    Every variant starts from compacted memory; where ``/proc/sys/vm/compact_memory`` is not writable
-    (not root, not Linux) nothing is done and the report says so.
+    fragmented, which the variant run before it (mapping, freeing gigabytes) leaves behind. So every
+    variant starts from compacted memory. It did not remove the raw-read floor's stalls here (64 MiB:
+    33 ms to 228 ms in one run, with or without it): those come with faulting in freshly allocated
+    memory inside the read (see :data:`READ_CHUNK`). Where ``/proc/sys/vm/compact_memory`` is not
+    writable (not root, not Linux) nothing is done and the report says so.
     """
     try:
         COMPACT.write_text("1\n")
@@ -194,6 +194,7 @@ class Runner:
         self.variants: dict[str, tuple[Callable[[int], Any], Callable[[int], Any] | None]] = {}
         self.times: dict[str, list[float]] = {}
         self.skipped: dict[str, str] = {}
+        self.compacted = True  # every timed run started from compacted memory (see compact_memory)
         only = [s.strip() for s in args.only.split(",") if s.strip()]
         self._only = only
 
@@ -215,7 +216,7 @@ class Runner:
                 if before is not None:
                     before(rep)
                 os.sync()
-                compact_memory()
+                self.compacted = compact_memory() and self.compacted
                 start = time.perf_counter()
                 fn(rep)
                 self.times[label].append(time.perf_counter() - start)
@@ -267,7 +268,7 @@ class Runner:
             "rows": rows,
             "skipped": self.skipped,
             "machine": machine(),
-            "compacted_before_each_run": compact_memory(),
+            "compacted_before_each_run": self.compacted,
             "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         (OUT / f"{self.name}-{self.args.size_mib}MiB.json").write_text(json.dumps(record, indent=1))

@@ -41,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import OUT
 from backends.s3 import SeaweedFS
 
 MiB = 1024 * 1024
@@ -247,7 +248,7 @@ def main() -> None:
             rows = [summary(v, down[v], down["get"]) for v in downloads]
             results["download"] = rows
             print_table("download (ratio: time / s3fs.get's in the same round; lower is faster)", rows, args.size_mib)
-        out = args.json or Path(__file__).resolve().parent / "out" / f"object_store_transfer-{args.size_mib}MiB.json"
+        out = args.json or OUT / f"object_store_transfer-{args.size_mib}MiB.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
         print(f"results: {out}")

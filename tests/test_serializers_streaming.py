@@ -269,8 +269,6 @@ def test_a_corrupted_file_fails_the_unmapped_load_too(tmp_path: Path, where: str
 
 
 def test_map_refuses_an_empty_file_with_a_typed_error(tmp_path: Path) -> None:
-    from ckptstore.serializers import Serializer  # noqa: F401 - the protocol the class below follows
-
     class MapEmpty:
         name = "map-empty"
 

@@ -39,7 +39,7 @@ def remove_later(path: Path) -> Future[Any]:
     behind by a normal exit (a ``kill -9`` leaves a scratch folder in the temporary directory, as it
     always could).
     """
-    return submit(cleanup_pool, shutil.rmtree, path, True)
+    return submit(cleanup_pool, lambda: shutil.rmtree(path, ignore_errors=True))
 
 
 def submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 8 * 1024 * 1024
-"""Bytes per read or write: a few MiB keeps the disk busy and lets hashing overlap the I/O."""
+"""Bytes per read of a stream that hands out ``bytes`` (:func:`hash_stream`, :meth:`HashingReader.readall`)."""
 
 READ_PIECE = 1024 * 1024
 """Bytes per piece when loading, verifying and moving files to or from an object store: each piece is
@@ -128,12 +128,11 @@ class HashingWriter(io.RawIOBase):
         return n
 
     def _write_all(self, view: memoryview) -> None:
+        """Write one piece (at most :data:`READ_PIECE`), retrying short writes."""
         offset = 0
-        total = view.nbytes
         try:
-            while offset < total:
-                end = min(offset + CHUNK_SIZE, total)
-                offset += os.write(self._fd, view[offset:end])
+            while offset < view.nbytes:
+                offset += os.write(self._fd, view[offset:])
         except OSError as exc:
             raise CommitFailedError(exc.errno, f"writing {self._path} failed: {exc.strerror}") from exc
 
@@ -191,7 +190,7 @@ def hash_and_sync(path: Path) -> tuple[int, str]:
     try:
         syncing = submit(sync_pool, os.fsync, fd)
         try:
-            size, digest = _hash_fd(fd)
+            size, digest = hash_fd(fd)
         finally:
             syncing.result()
     finally:
@@ -208,13 +207,9 @@ def hash_file(path: Path) -> tuple[int, str]:
     """
     fd, _ = open_regular(path, why=_REGULAR_ONLY)
     try:
-        return _hash_fd(fd)
+        return hash_fd(fd)
     finally:
         os.close(fd)
-
-
-def _hash_fd(fd: int) -> tuple[int, str]:
-    return hash_fd(fd)
 
 
 class HashingStream(io.RawIOBase):

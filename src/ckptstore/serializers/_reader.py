@@ -199,7 +199,7 @@ class CheckpointFiles:
 
         The path is inside the checkpoint's folder (or its verified copy), and every component of it
         was checked with ``lstat``: no symlink, the file a regular file. Unless ``load(verify=False)``,
-        the file is hashed (one read, hashing overlapped) and compared with the manifest before its
+        the file is hashed (in one read) and compared with the manifest before its
         path is returned; the library's own read then finds it in the page cache.
 
         Raises:
@@ -219,7 +219,7 @@ class CheckpointFiles:
         """A private (copy-on-write) memory map of a listed file, verified before it is returned.
 
         The file is opened once (no symlink followed, as :meth:`open`), hashed from that descriptor in
-        one overlapped read (which leaves its pages in the page cache), compared with the manifest,
+        one read (which leaves its pages in the page cache), compared with the manifest,
         and mapped from the same descriptor: the map is the file that was verified, not whatever a
         path names a moment later. Writes into the map stay in this process; the file never changes.
         The map outlives ``load()`` (arrays built on it keep it alive); on object stores it maps the

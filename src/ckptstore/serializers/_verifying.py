@@ -54,7 +54,7 @@ class VerifyingReader(HashingReader):
         self.label = f"{owner.url}/{rel}"
 
     def readall(self) -> bytes:
-        """Read to the end of the file in one overlapped pass."""
+        """Read to the end of the file in one pass, hashed as it is read."""
         buf = bytearray(max(self.size - self.tell(), 0))
         n = self.readinto(buf) if buf else 0
         del buf[n:]

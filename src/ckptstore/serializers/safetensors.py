@@ -223,14 +223,19 @@ def _read_header(
         Where the data section starts, the header's metadata, and ``(name, code, shape, begin)`` per
         tensor (``begin`` relative to the data section).
     """
+
+    def exact(offset: int, n: int) -> bytes:
+        data = read(offset, n)
+        if len(data) != n:
+            raise SerializerError(f"{where}: the file ends inside the safetensors header")
+        return data
+
     if size < 8:
         raise SerializerError(f"{where} is {size} bytes, too short for a safetensors file")
-    n = int.from_bytes(read(0, 8), "little")
+    n = int.from_bytes(exact(0, 8), "little")
     if n > _MAX_HEADER or n > size - 8:
         raise SerializerError(f"{where}: the safetensors header length {n} is larger than the file allows")
-    raw = read(8, n)
-    if len(raw) != n:
-        raise SerializerError(f"{where}: the file ends inside the safetensors header")
+    raw = exact(8, n)
     metadata, specs = _parse_header(raw, size - 8 - n, where)
     return 8 + n, metadata, specs
 
@@ -299,15 +304,8 @@ def read_safetensors(reader: VerifyingReader, framework: str | None = None) -> t
             (``bfloat16``, ``float8``: load it with ``framework="torch"``).
     """
     where = reader.label
-
-    def read(offset: int, n: int) -> bytes:
-        del offset  # the reader reads the header in order
-        data = reader.read(n)
-        if len(data) != n:
-            raise SerializerError(f"{where}: the file ends inside the safetensors header")
-        return bytes(data)
-
-    start, metadata, specs = _read_header(read, reader.size, where)
+    # the reader reads the header in order, so the offset is where it already is
+    start, metadata, specs = _read_header(lambda _offset, n: bytes(reader.read(n)), reader.size, where)
     np, torch = _frameworks(framework or metadata.get(_FRAMEWORK_KEY, "numpy"))
     data_len = reader.size - start
     target = np.empty(data_len, dtype=np.uint8)
@@ -330,12 +328,7 @@ def map_safetensors(files: CheckpointFiles, name: str, framework: str | None = N
     """
     where = f"{files.url}/{name}"
     mapped = files.map(name)
-    size = len(mapped)
-
-    def read(offset: int, n: int) -> bytes:
-        return mapped[offset : offset + n]
-
-    start, metadata, specs = _read_header(read, size, where)
+    start, metadata, specs = _read_header(lambda offset, n: mapped[offset : offset + n], len(mapped), where)
     np, torch = _frameworks(framework or metadata.get(_FRAMEWORK_KEY, "numpy"))
     buf = torch.frombuffer(mapped, dtype=torch.uint8) if torch is not None else np.frombuffer(mapped, dtype=np.uint8)
     return _tensors(buf, start, specs, np, torch, where)

@@ -3,7 +3,7 @@
 Saving runs ``torch.save``'s own writer over ``tx.open()`` (hashed as it is written) without the zip
 CRC-32 of every record: the xxh3-128 digest in the manifest already covers every byte, and the CRC is
 a second per-byte pass that costs about as much as writing to the page cache. ``torch.load`` reads
-the files unchanged (it does not check record CRCs). Loading hashes the file in one read (overlapped)
+the files unchanged (it does not check record CRCs). Loading hashes the file in one read
 and then memory-maps it (``torch.load(mmap=True)``), so the tensors are the page-cache pages that read
 brought in, not a second copy; ``load(mmap=False)`` reads them into private memory instead.
 """
@@ -45,7 +45,7 @@ class TorchSerializer:
     def load(self, files: CheckpointFiles, **kwargs: Any) -> Any:
         """See :class:`~ckptstore.serializers.Serializer`."""
         torch = require("torch", "torch")
-        path = files.local_file("state.pt")  # hashed (one overlapped read) before the path is returned
+        path = files.local_file("state.pt")  # hashed (one read) before the path is returned
         return torch.load(
             path,
             map_location=kwargs.get("map_location", "cpu"),
