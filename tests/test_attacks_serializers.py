@@ -197,9 +197,10 @@ def test_raw_load_without_verification_never_follows_a_symlinked_file(tmp_path: 
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("mmap", [True, False], ids=["mapped", "read"])
 @pytest.mark.parametrize("serializer", ["torch", "safetensors"])
 def test_torch_and_safetensors_load_without_verification_never_follow_a_symlinked_file(
-    tmp_path: Path, serializer: str
+    tmp_path: Path, serializer: str, mmap: bool
 ) -> None:
     torch = pytest.importorskip("torch")
     secret = {"w": torch.tensor([4.0, 8.0, 15.0])}
@@ -215,7 +216,7 @@ def test_torch_and_safetensors_load_without_verification_never_follow_a_symlinke
     (ck.path / name).symlink_to(outside)
     before = snapshot(tmp_path)
     with pytest.raises(ckptstore.UnsafeEntryError, match=name):
-        ck.load(verify=False)
+        ck.load(verify=False, mmap=mmap)  # the mapped path (CheckpointFiles.map) and the streamed one
     assert snapshot(tmp_path) == before
 
 
